@@ -1,0 +1,247 @@
+"""The ``streamrec`` command: parses options, builds settings, calls into the packages."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from streamrec.config import Settings, load_settings, with_section
+from streamrec.errors import StreamrecError
+
+app = typer.Typer(help="streamrec: real-time recommendations from Kafka events.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+topics_app = typer.Typer(help="Manage streamrec's Kafka topics.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+err = Console(stderr=True)
+
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", "-c", help="TOML settings file (default: $STREAMREC_CONFIG or config/streamrec.toml).")]
+BrokerOption = Annotated[str | None, typer.Option(
+    "--broker", "-b", help="Kafka bootstrap servers host:port[,host:port] (default: kafka.broker).")]
+PrefixOption = Annotated[str | None, typer.Option(
+    "--prefix", help="Topic name prefix (default: topics.prefix, 'streamrec.').")]
+
+
+def _settings(config: Path | None, broker: str | None = None, prefix: str | None = None) -> Settings:
+    """Load settings, then apply the command-line overrides (they win over everything)."""
+    try:
+        settings = load_settings(config)
+    except StreamrecError as exc:
+        _fail(str(exc))
+    if broker:
+        settings = with_section(settings, "kafka", broker=broker)
+    if prefix is not None:
+        settings = with_section(settings, "topics", prefix=prefix)
+    return settings
+
+
+def _fail(message: str) -> Any:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code=1)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=err)
+
+
+@app.command()
+def broker(
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default: embedded.port, 9092).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default: embedded.host).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the embedded Kafka-compatible broker (Tansu, memory-only) in the foreground.
+
+    For laptops, the demo and tests: it keeps every record in memory until it
+    stops. Use a real Kafka cluster in production. Stop it with Ctrl-C.
+    """
+    from streamrec.broker import EmbeddedBroker
+
+    settings = _settings(config)
+    embedded = EmbeddedBroker(host or settings.embedded.host,
+                              settings.embedded.port if port is None else port)
+    try:
+        embedded.start()
+    except StreamrecError as exc:
+        _fail(str(exc))
+    err.print(f"embedded broker listening on [bold]{embedded.url}[/] (Ctrl-C to stop)")
+    try:
+        embedded.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        embedded.stop()
+
+
+@app.command()
+def worker(
+    broker: BrokerOption = None,
+    web_port: Annotated[int | None, typer.Option(help="HTTP port (default: worker.web_port).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="RocksDB state directory (default: worker.data_dir).")] = None,
+    prefix: PrefixOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run a Faust worker: consume events and requests, emit recommendations.
+
+    Start one per core or machine with the same worker.app_id: they split the
+    partitions. Each needs its own --web-port and --data-dir on a shared host.
+    """
+    from streamrec.streams.worker import run_worker
+
+    settings = _settings(config, broker, prefix)
+    changes = {k: v for k, v in {"web_port": web_port, "data_dir": data_dir}.items() if v is not None}
+    run_worker(with_section(settings, "worker", **changes))
+
+
+@app.command()
+def produce(
+    file: Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
+                                              help="Events from a .jsonl or .csv file.")] = None,
+    rate: Annotated[float, typer.Option(help="Target events per second.")] = 100.0,
+    count: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    users: Annotated[int, typer.Option(help="Synthetic: number of distinct users.")] = 1000,
+    items: Annotated[int, typer.Option(help="Synthetic: number of distinct items.")] = 500,
+    seed: Annotated[int, typer.Option(help="Synthetic: random seed.")] = 0,
+    topic: Annotated[str, typer.Option(help="Topic suffix to publish to.")] = "events",
+    broker: BrokerOption = None,
+    prefix: PrefixOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Publish events at a target rate: from --file, else a synthetic Zipf-skewed stream.
+
+    Each event is keyed by its user_id and stamped with ts (now, in epoch ms)
+    unless it has one. Prints the achieved rate and send errors as JSON on stdout.
+    """
+    from streamrec.eval.synthetic import SyntheticConfig, SyntheticEvents
+    from streamrec.load.producer import produce as run_producer
+    from streamrec.load.producer import read_event_file, stamp_event
+
+    settings = _settings(config, broker, prefix)
+    if file is None and count is None and duration is None:
+        _fail("a synthetic stream never ends: pass --count N or --duration SECONDS")
+    source = read_event_file(file) if file else SyntheticEvents(SyntheticConfig(users, items, seed=seed))
+    messages = ((lambda event=event: stamp_event(event)) for event in source)
+    with _progress() as progress:
+        task = progress.add_task(f"producing to {settings.topics.prefix}{topic}", total=count, rate="")
+        report = run_producer(settings, settings.topics.prefix + topic, messages, rate, count,
+                              duration, on_progress=lambda n: progress.advance(task, n))
+    err.print(f"sent {report.sent} events in {report.elapsed_s:.1f}s ({report.rate:.0f}/s), "
+              f"{report.errors} send errors")
+    typer.echo(json.dumps({"sent": report.sent, "errors": report.errors,
+                           "elapsed_s": round(report.elapsed_s, 3), "rate": round(report.rate, 1),
+                           "error_samples": report.error_samples}))
+    if report.errors:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def consume(
+    topic: Annotated[str, typer.Option(help="Topic suffix: recommendations, dead-letter, events, ...")] = "recommendations",
+    from_beginning: Annotated[bool, typer.Option(help="Start at the oldest record, not the newest.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines on stdout.")] = False,
+    count: Annotated[int | None, typer.Option(help="Stop after this many records.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Stop after this many idle seconds.")] = None,
+    broker: BrokerOption = None,
+    prefix: PrefixOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Print records of a streamrec topic as they arrive (Ctrl-C to stop)."""
+    from streamrec.load.consume import open_consumer, read
+
+    settings = _settings(config, broker, prefix)
+    try:
+        consumer = open_consumer(settings, [settings.topics.prefix + topic], from_beginning)
+    except ValueError as exc:
+        _fail(str(exc))
+    out = Console()
+    try:
+        for seen, record in enumerate(read(consumer, idle_timeout_s=timeout), start=1):
+            if as_json:
+                typer.echo(json.dumps({"key": record.key, "value": record.value}))
+            else:
+                out.print(f"[dim]{record.topic}[{record.partition}]@{record.offset}[/] "
+                          f"[bold]{record.key}[/]", record.value)
+            if count is not None and seen >= count:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+
+
+@app.command()
+def recommend(
+    user: Annotated[str, typer.Argument(help="The user_id to recommend for.")],
+    k: Annotated[int | None, typer.Option(help="Number of items (default: model.k).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 10.0,
+    broker: BrokerOption = None,
+    prefix: PrefixOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Ask for USER's recommendations through the requests topic and print the answer (JSON)."""
+    from streamrec.load.request import request_recommendations
+
+    settings = _settings(config, broker, prefix)
+    try:
+        answer = request_recommendations(settings, user, k, timeout)
+    except StreamrecError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(answer, indent=2))
+
+
+@topics_app.command("create")
+def topics_create(broker: BrokerOption = None, prefix: PrefixOption = None,
+                  config: ConfigOption = None) -> None:
+    """Create every streamrec topic (and table changelog) with topics.partitions partitions."""
+    from streamrec.streams.topics import create_topics, topic_specs
+
+    settings = _settings(config, broker, prefix)
+    try:
+        created = create_topics(settings)
+    except Exception as exc:  # noqa: BLE001 - any client error becomes a message
+        _fail(f"could not create topics on {settings.kafka.broker}: {exc!r}. Is the broker running?")
+    for spec in topic_specs(settings):
+        state = "created" if spec.name in created else "exists"
+        err.print(f"{state:>8}  {spec.name}  ({spec.partitions} partitions"
+                  f"{', compacted' if spec.compacted else ''})")
+
+
+@app.command()
+def demo(
+    rate: Annotated[float, typer.Option(help="Synthetic events per second.")] = 300.0,
+    duration: Annotated[float, typer.Option(help="Seconds of synthetic load.")] = 20.0,
+    invalid_every: Annotated[int, typer.Option(help="Send one invalid event per this many.")] = 50,
+    config: ConfigOption = None,
+) -> None:
+    """Run everything on this machine: embedded broker, a worker, synthetic load, live view.
+
+    Prints a summary (events sent, recommendations received, dead-lettered,
+    event->recommendation latency) as JSON on stdout and stops everything.
+    """
+    from streamrec.load.demo import run_demo
+
+    settings = _settings(config)
+    try:
+        summary = run_demo(settings, rate, duration, invalid_every, err, config)
+    except StreamrecError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(summary))
+    if not summary["ok"]:
+        raise typer.Exit(code=1)
+
+
+def main() -> None:
+    """Entry point of the ``streamrec`` console script."""
+    app(prog_name="streamrec")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

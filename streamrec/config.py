@@ -1,0 +1,209 @@
+"""Typed settings: defaults, then ``config/streamrec.toml``, then ``STREAMREC_*`` variables.
+
+One :class:`Settings` object is built at the edge (the CLI or the Faust app
+factory) with :func:`load_settings` and passed down. Nothing else reads the
+environment. Nested keys are overridden with a double underscore, e.g.
+``STREAMREC_KAFKA__BROKER=kafka-1:9092`` or ``STREAMREC_TOPICS__PARTITIONS=12``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from streamrec.errors import ConfigError
+
+#: Where ``load_settings`` looks when no file is named (relative to the working directory).
+DEFAULT_CONFIG_PATH = Path("config/streamrec.toml")
+#: Environment variable naming the settings file; ``--config`` on the CLI wins over it.
+CONFIG_PATH_ENV = "STREAMREC_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    """How every Kafka client (Faust worker, producer, consumer, admin) connects."""
+
+    broker: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    fetch_max_wait_ms: int = Field(10, ge=0, le=60_000)
+    producer_linger_ms: int = Field(1, ge=0, le=10_000)
+    session_timeout_s: float = Field(6.0, gt=0)
+    rebalance_timeout_s: float = Field(3.0, gt=0)
+    heartbeat_interval_s: float = Field(1.0, gt=0)
+    correct_end_offsets: bool = True
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """The broker list as ``host:port`` strings (``kafka://`` prefixes removed)."""
+        return [s.strip().removeprefix("kafka://") for s in self.broker.split(",") if s.strip()]
+
+
+class TopicSettings(_Section):
+    """Topic names and layout. User-keyed topics share ``partitions``."""
+
+    prefix: str = "streamrec."
+    partitions: int = Field(4, ge=1, le=10_000)
+    replication_factor: int = Field(1, ge=1, le=16)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_is_kafka_safe(cls, value: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if not set(value) <= allowed:
+            raise ValueError(f"topic prefix {value!r} may only use letters, digits, '.', '_' and '-'")
+        return value
+
+
+class WorkerSettings(_Section):
+    """The Faust worker process: identity, local state and web port."""
+
+    app_id: str = "streamrec"
+    data_dir: Path = Path(".streamrec-data")
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+
+
+class EventSettings(_Section):
+    """What a valid event is, and how much each type counts."""
+
+    types: dict[str, float] = Field(
+        default_factory=lambda: {"view": 1.0, "click": 2.0, "add_to_cart": 4.0,
+                                 "purchase": 8.0, "rating": 1.0}
+    )
+    value_weighted_types: list[str] = Field(default_factory=lambda: ["rating"])
+    max_id_length: int = Field(256, ge=1)
+    max_payload_bytes: int = Field(16_384, ge=64)
+    dedup_window: int = Field(256, ge=0, le=100_000)
+
+    @field_validator("types")
+    @classmethod
+    def _weights_are_positive(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value:
+            raise ValueError("at least one event type is needed, e.g. {view = 1.0}")
+        for name, weight in value.items():
+            if not (math.isfinite(weight) and weight > 0):
+                raise ValueError(f"weight of event type {name!r} must be a positive number, got {weight}")
+        return value
+
+
+class ModelSettings(_Section):
+    """The recommender: list length, popularity decay, per-user memory."""
+
+    k: int = Field(10, ge=1, le=1000)
+    max_k: int = Field(100, ge=1, le=10_000)
+    popularity_half_life_s: float = Field(3600.0, gt=0)
+    history_size: int = Field(200, ge=1, le=100_000)
+    item_publish_interval_ms: int = Field(50, ge=1, le=60_000)
+
+
+class EmbeddedBrokerSettings(_Section):
+    """The embedded Tansu broker started by ``streamrec broker`` and ``streamrec demo``."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9092, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    """Every streamrec setting. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMREC_", env_nested_delimiter="__", frozen=True, extra="forbid",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    worker: WorkerSettings = WorkerSettings()
+    events: EventSettings = EventSettings()
+    model: ModelSettings = ModelSettings()
+    embedded: EmbeddedBrokerSettings = EmbeddedBrokerSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit arguments > STREAMREC_* variables > TOML file > defaults.
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+
+def resolve_config_path(path: Path | None) -> Path | None:
+    """Pick the settings file: ``path``, else ``$STREAMREC_CONFIG``, else the default if present."""
+    if path is not None:
+        chosen = path
+    elif os.environ.get(CONFIG_PATH_ENV):
+        chosen = Path(os.environ[CONFIG_PATH_ENV])
+    elif DEFAULT_CONFIG_PATH.is_file():
+        return DEFAULT_CONFIG_PATH
+    else:
+        return None
+    if not chosen.is_file():
+        raise ConfigError(
+            f"Settings file {str(chosen)!r} does not exist. Pass an existing file with "
+            f"--config or ${CONFIG_PATH_ENV}, or omit both to use the built-in defaults."
+        )
+    return chosen
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from the TOML file, the environment and ``overrides``.
+
+    Parameters
+    ----------
+    path
+        A TOML settings file. ``None`` means ``$STREAMREC_CONFIG`` or
+        ``config/streamrec.toml`` when it exists, else built-in defaults.
+    overrides
+        Section objects or dicts that win over everything else (used by the CLI).
+
+    Raises
+    ------
+    ConfigError
+        With every invalid key, its value and what is allowed.
+    """
+    toml_file = resolve_config_path(path)
+    cls: type[Settings] = Settings
+    if toml_file is not None:
+        config = {**Settings.model_config, "toml_file": toml_file}
+        cls = type("Settings", (Settings,), {"model_config": config, "__doc__": Settings.__doc__})
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+            for err in exc.errors()
+        )
+        source = f" in {toml_file}" if toml_file else ""
+        raise ConfigError(
+            f"Invalid streamrec settings{source} or STREAMREC_* variables: {problems}. "
+            "See config/streamrec.toml for every key and its allowed values."
+        ) from exc
+
+
+def with_section(settings: Settings, section: str, **changes: Any) -> Settings:
+    """Return a copy of ``settings`` with fields of one section replaced."""
+    current = getattr(settings, section)
+    return settings.model_copy(update={section: current.model_copy(update=changes)})

@@ -1,0 +1,113 @@
+"""Time-decayed item popularity ("trending"): pure numpy, no Kafka.
+
+An item's score is the sum of its event weights, each halved every
+``half_life_s`` seconds of *event time* since it happened. Scores are kept as
+``(score, ts_ms)`` pairs decayed lazily, so an update touches one item and a
+ranking decays every item to one reference time in a single vectorised pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+ItemId = str
+
+
+def decay(score: float, from_ms: int, to_ms: int, half_life_s: float) -> float:
+    """Decay ``score`` measured at ``from_ms`` to time ``to_ms`` (never grows it).
+
+    >>> decay(8.0, 0, 7_200_000, 3600.0)
+    2.0
+    """
+    elapsed_s = max(0, to_ms - from_ms) / 1000.0
+    return score * math.exp2(-elapsed_s / half_life_s)
+
+
+def add_event(score: float, score_ts_ms: int, weight: float, event_ts_ms: int,
+              half_life_s: float) -> tuple[float, int]:
+    """Return the ``(score, ts_ms)`` of an item after an event of ``weight`` at ``event_ts_ms``.
+
+    Late events (older than the item's last update) are decayed to the item's
+    time instead, so the order of arrival does not matter.
+
+    >>> add_event(4.0, 0, 1.0, 3_600_000, 3600.0)
+    (3.0, 3600000)
+    """
+    if not (math.isfinite(weight) and weight > 0):
+        return score, score_ts_ms
+    if event_ts_ms >= score_ts_ms:
+        return decay(score, score_ts_ms, event_ts_ms, half_life_s) + weight, event_ts_ms
+    return score + decay(weight, event_ts_ms, score_ts_ms, half_life_s), score_ts_ms
+
+
+class PopularityRanking:
+    """All items' decayed scores in contiguous arrays, ranked in one numpy pass.
+
+    Parameters
+    ----------
+    half_life_s
+        Seconds of event time after which an event counts half.
+    """
+
+    def __init__(self, half_life_s: float) -> None:
+        self.half_life_s = half_life_s
+        self._index: dict[ItemId, int] = {}
+        self._ids: list[ItemId] = []
+        self._scores = np.zeros(1024, dtype=np.float64)
+        self._ts_ms = np.zeros(1024, dtype=np.int64)
+        self.latest_ts_ms = 0
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def set(self, item_id: ItemId, score: float, ts_ms: int) -> None:
+        """Store an item's score as of ``ts_ms`` (as published by the item's owner)."""
+        row = self._index.get(item_id)
+        if row is None:
+            row = self._append(item_id)
+        self._scores[row] = score if math.isfinite(score) and score > 0 else 0.0
+        self._ts_ms[row] = ts_ms
+        self.latest_ts_ms = max(self.latest_ts_ms, ts_ms)
+
+    def score(self, item_id: ItemId, now_ms: int | None = None) -> float:
+        """The item's score decayed to ``now_ms`` (default: latest event time seen)."""
+        row = self._index.get(item_id)
+        if row is None:
+            return 0.0
+        now = self.latest_ts_ms if now_ms is None else now_ms
+        return decay(float(self._scores[row]), int(self._ts_ms[row]), now, self.half_life_s)
+
+    def top_k(self, k: int, exclude: Iterable[ItemId] = (), now_ms: int | None = None
+              ) -> list[tuple[ItemId, float]]:
+        """The ``k`` highest-scoring items not in ``exclude``, best first.
+
+        Returns
+        -------
+        list of (item_id, score)
+            At most ``k`` pairs; fewer when the catalogue is smaller.
+        """
+        n = len(self._ids)
+        if n == 0 or k <= 0:
+            return []
+        now = self.latest_ts_ms if now_ms is None else now_ms
+        elapsed_s = np.maximum(now - self._ts_ms[:n], 0) / 1000.0
+        decayed = self._scores[:n] * np.exp2(-elapsed_s / self.half_life_s)  # (n,)
+        excluded = [r for r in (self._index.get(i) for i in exclude) if r is not None]
+        if excluded:
+            decayed[excluded] = -np.inf
+        take = min(k, n)
+        rows = np.argpartition(-decayed, take - 1)[:take]
+        rows = rows[np.lexsort((rows, -decayed[rows]))]  # by score, ties by age in catalogue
+        return [(self._ids[r], float(decayed[r])) for r in rows if np.isfinite(decayed[r])]
+
+    def _append(self, item_id: ItemId) -> int:
+        row = len(self._ids)
+        if row == len(self._scores):
+            self._scores = np.resize(self._scores, 2 * row)
+            self._ts_ms = np.resize(self._ts_ms, 2 * row)
+        self._index[item_id] = row
+        self._ids.append(item_id)
+        return row

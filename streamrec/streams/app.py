@@ -1,0 +1,92 @@
+"""The Faust app factory: one worker's topics, tables, agents, timers and web views."""
+
+from __future__ import annotations
+
+
+import faust
+from faust.types import StreamT
+
+from streamrec.config import Settings
+from streamrec.streams.pipeline import Pipeline
+from streamrec.streams.replica import replicate_topic
+from streamrec.streams.topics import ssl_context
+from streamrec.streams.transport import ConsumerTuning, Transport
+from streamrec.streams.web import register_views
+
+
+class StreamrecApp(faust.App):
+    """A Faust app whose worker consumer is tuned for latency (see ``transport.py``)."""
+
+    consumer_tuning: ConsumerTuning = ConsumerTuning()
+    pipeline: Pipeline
+
+    def _new_transport(self) -> Transport:
+        return Transport(self.conf.broker_consumer, self)
+
+
+def _credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    kafka = settings.kafka
+    context = ssl_context(kafka)
+    if kafka.security_protocol.startswith("SASL"):
+        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
+        return faust.SASLCredentials(username=kafka.sasl_username, password=password,
+                                     mechanism=kafka.sasl_mechanism, ssl_context=context)
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def create_app(settings: Settings) -> StreamrecApp:
+    """Build the worker's Faust app from ``settings`` (nothing connects until it starts)."""
+    kafka, worker = settings.kafka, settings.worker
+    app = StreamrecApp(
+        worker.app_id,
+        broker=[f"kafka://{server}" for server in kafka.bootstrap_servers],
+        broker_credentials=_credentials(settings),
+        store="rocksdb://",
+        datadir=str(worker.data_dir),
+        web_bind=worker.web_host,
+        web_host=worker.web_host,
+        web_port=worker.web_port,
+        topic_partitions=settings.topics.partitions,
+        topic_replication_factor=settings.topics.replication_factor,
+        broker_session_timeout=kafka.session_timeout_s,
+        broker_rebalance_timeout=kafka.rebalance_timeout_s,
+        broker_heartbeat_interval=kafka.heartbeat_interval_s,
+        broker_request_timeout=max(30.0, kafka.session_timeout_s),
+        producer_linger=kafka.producer_linger_ms / 1000.0,
+        consumer_auto_offset_reset="earliest",
+        autodiscover=False,
+    )
+    app.consumer_tuning = ConsumerTuning(fetch_max_wait_ms=kafka.fetch_max_wait_ms,
+                                         correct_end_offsets=kafka.correct_end_offsets)
+    app.pipeline = pipeline = Pipeline(app, settings)
+    _register_processors(app, pipeline)
+    register_views(app, pipeline)
+    return app
+
+
+def _register_processors(app: StreamrecApp, pipeline: Pipeline) -> None:
+    @app.agent(pipeline.events, name="streamrec.events")
+    async def process_events(stream: StreamT) -> None:
+        async for event in stream.events():
+            await pipeline.on_event(event)
+
+    @app.agent(pipeline.requests, name="streamrec.requests")
+    async def process_requests(stream: StreamT) -> None:
+        async for event in stream.events():
+            await pipeline.on_request(event)
+
+    @app.agent(pipeline.item_updates, name="streamrec.items")
+    async def process_item_updates(stream: StreamT) -> None:
+        async for event in stream.events():
+            await pipeline.on_item_update(event)
+
+    @app.timer(pipeline.settings.model.item_publish_interval_ms / 1000.0)
+    async def publish_item_state() -> None:
+        await pipeline.publish_item_state()
+
+    @app.task
+    async def replicate_item_state() -> None:
+        await replicate_topic(pipeline.settings.kafka, pipeline.names.item_state,
+                              pipeline.apply_item_state)

@@ -1,0 +1,38 @@
+"""Prometheus metrics of one worker, served at ``GET /metrics`` on its web port."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+#: Buckets for per-message processing time, in seconds (100 µs to 1 s).
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class WorkerMetrics:
+    """The counters and histograms a worker updates; one registry per worker."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events_in = Counter(
+            "streamrec_events_in", "Events read from the events topic, by outcome "
+            "(applied, duplicate, rerouted, invalid).", ["outcome"], registry=self.registry)
+        self.requests_in = Counter(
+            "streamrec_requests_in", "Requests read from the requests topic, by outcome.",
+            ["outcome"], registry=self.registry)
+        self.dead_lettered = Counter(
+            "streamrec_dead_lettered", "Messages sent to the dead-letter topic, by source topic.",
+            ["topic"], registry=self.registry)
+        self.recommendations_out = Counter(
+            "streamrec_recommendations_out", "Recommendations emitted, by trigger (event, request).",
+            ["trigger"], registry=self.registry)
+        self.processing_seconds = Histogram(
+            "streamrec_processing_seconds", "Time from taking a message off the stream to "
+            "handing its output to the producer.", ["topic"], buckets=LATENCY_BUCKETS,
+            registry=self.registry)
+        self.catalog_items = Gauge(
+            "streamrec_catalog_items", "Items in this worker's replica of the item state.",
+            registry=self.registry)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

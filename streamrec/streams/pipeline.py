@@ -1,0 +1,190 @@
+"""The worker's stream processors: ingest + learn + query per event, items, requests.
+
+Each processor takes a raw message, calls the pure core (``models/``), and
+writes the result to a table or topic. Data flow (DESIGN.md):
+
+events (by user) ──► validate, dedup, remember seen ──► recommendations
+        │                                   └─► internal.item-updates (by item)
+        └─► dead-letter                              │
+                                           item popularity table (owner)
+                                                     │ coalesced
+                                           internal.item-state (compacted)
+                                                     │ every worker
+                                           popularity replica ──► ranking
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+from streamrec.config import Settings
+from streamrec.errors import InvalidRecord
+from streamrec.models.history import UserHistory
+from streamrec.models.popularity import PopularityRanking, add_event
+from streamrec.models.recommender import TrendingRecommender
+from streamrec.models.weights import event_weight
+from streamrec.streams.metrics import WorkerMetrics
+from streamrec.streams.records import (
+    DeadLetter,
+    Recommendation,
+    ScoredItem,
+    decode_event,
+    decode_request,
+)
+from streamrec.streams.topics import TopicNames
+
+_RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
+                        "key_serializer": "raw", "value_serializer": "raw"}
+
+
+def now_ms() -> int:
+    """Wall-clock time in epoch milliseconds."""
+    return int(time.time() * 1000)
+
+
+class Pipeline:
+    """Topics, tables, model state and processors of one streamrec worker."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.names = TopicNames.for_prefix(settings.topics.prefix)
+        self.metrics = WorkerMetrics()
+        self.ranking = PopularityRanking(settings.model.popularity_half_life_s)
+        self.recommender = TrendingRecommender(self.ranking)
+        n = settings.topics.partitions
+        self.events = app.topic(self.names.events, partitions=n, **_RAW)
+        self.requests = app.topic(self.names.requests, partitions=n, **_RAW)
+        self.recommendations = app.topic(self.names.recommendations, partitions=n, **_RAW)
+        self.dead_letter = app.topic(self.names.dead_letter, partitions=n, **_RAW)
+        self.item_updates = app.topic(self.names.item_updates, partitions=n, **_RAW)
+        self.item_state = app.topic(self.names.item_state, partitions=n, **_RAW)
+        # bytes keys use the raw serializer, so a table key partitions exactly
+        # like the topic key (HTTP routing to the owner relies on it).
+        table_options: dict[str, Any] = {"partitions": n, "key_type": bytes, "default": None}
+        self.users = app.Table("users", **table_options)
+        self.item_popularity = app.Table("item_popularity", **table_options)
+        # Items changed since the last publication: coalesces item-state traffic to
+        # one record per changed item per interval. Bounded by the catalogue size.
+        self._dirty_items: dict[str, tuple[float, int]] = {}
+
+    # -- events ---------------------------------------------------------------
+
+    async def on_event(self, event: EventT) -> None:
+        """Validate, dedup and apply one event, then push the user's new top-K."""
+        started = time.perf_counter()
+        message = event.message
+        try:
+            record = decode_event(event.value, self.settings.events)
+        except InvalidRecord as exc:
+            self.metrics.events_in.labels("invalid").inc()
+            await self.send_dead_letter(exc.reason, event)
+            return
+        if event.key != record.user_id.encode():
+            # Keyed by something else: re-publish keyed by user so it lands on the
+            # partition that owns this user's state (DESIGN.md: "route by user_id").
+            self.metrics.events_in.labels("rerouted").inc()
+            await self.events.send(key=record.user_id.encode(), value=event.value)
+            return
+        history = UserHistory.from_dict(self.users.get(event.key))
+        if history.is_duplicate(record.event_id):
+            self.metrics.events_in.labels("duplicate").inc()
+            return
+        model = self.settings.model
+        history.record(record.item_id, record.event_id, model.history_size,
+                       self.settings.events.dedup_window)
+        self.users[event.key] = history.to_dict()
+        event_ts = record.ts_ms if record.ts_ms is not None else int(message.timestamp * 1000)
+        weight = event_weight(record.type, record.value, self.settings.events.types,
+                              self.settings.events.value_weighted_types)
+        if weight > 0:
+            update = json.dumps({"w": weight, "ts": event_ts}).encode()
+            await self.item_updates.send(key=record.item_id.encode(), value=update)
+        self.metrics.events_in.labels("applied").inc()
+        await self.emit(self.recommend(record.user_id, model.k, trigger="event",
+                                       event_ts=event_ts, event_id=record.event_id))
+        self.metrics.processing_seconds.labels("events").observe(time.perf_counter() - started)
+
+    # -- requests -------------------------------------------------------------
+
+    async def on_request(self, event: EventT) -> None:
+        """Answer one request with exactly one recommendation carrying its request_id."""
+        started = time.perf_counter()
+        try:
+            request = decode_request(event.value, self.settings.events, self.settings.model.max_k)
+        except InvalidRecord as exc:
+            self.metrics.requests_in.labels("invalid").inc()
+            await self.send_dead_letter(exc.reason, event)
+            return
+        if event.key != request.user_id.encode():
+            self.metrics.requests_in.labels("rerouted").inc()
+            await self.requests.send(key=request.user_id.encode(), value=event.value)
+            return
+        self.metrics.requests_in.labels("answered").inc()
+        await self.emit(self.recommend(request.user_id, request.k or self.settings.model.k,
+                                       trigger="request", request_id=request.request_id,
+                                       exclude=request.exclude))
+        self.metrics.processing_seconds.labels("requests").observe(time.perf_counter() - started)
+
+    def recommend(self, user_id: str, k: int, trigger: str, exclude: tuple[str, ...] = (),
+                  **fields: Any) -> Recommendation:
+        """The user's top-K now, from local state (call it on the user's partition owner)."""
+        history = UserHistory.from_dict(self.users.get(user_id.encode()))
+        ranked = self.recommender.recommend(history, k, exclude)
+        return Recommendation(
+            user_id=user_id,
+            items=[ScoredItem(item_id, round(score, 6)) for item_id, score in ranked],
+            trigger=trigger, model_version=self.recommender.model_version,
+            source=self.recommender.source, emitted_ts=now_ms(), **fields,
+        )
+
+    async def emit(self, recommendation: Recommendation) -> None:
+        """Publish a recommendation keyed by its user."""
+        await self.recommendations.send(key=recommendation.user_id.encode(),
+                                        value=recommendation.to_json())
+        self.metrics.recommendations_out.labels(recommendation.trigger).inc()
+
+    async def send_dead_letter(self, reason: str, event: EventT) -> None:
+        """Send the original message and the reason to the dead-letter topic."""
+        message = event.message
+        letter = DeadLetter.of(reason, message.topic, message.partition, message.offset, event.value)
+        await self.dead_letter.send(key=event.key, value=letter.to_json())
+        self.metrics.dead_lettered.labels(message.topic).inc()
+
+    # -- items ----------------------------------------------------------------
+
+    async def on_item_update(self, event: EventT) -> None:
+        """Apply an item-side update on the item's owner; publish it coalesced."""
+        try:
+            item_key = event.key or b""
+            item_id = item_key.decode()
+            update = json.loads(event.value)
+            weight, event_ts = float(update["w"]), int(update["ts"])
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            await self.send_dead_letter(f"internal item update is malformed: {exc!r}", event)
+            return
+        score, score_ts = self.item_popularity.get(item_key) or (0.0, event_ts)
+        updated = add_event(score, score_ts, weight, event_ts,
+                            self.settings.model.popularity_half_life_s)
+        self.item_popularity[item_key] = list(updated)
+        self._dirty_items[item_id] = updated
+
+    async def publish_item_state(self) -> None:
+        """Publish every item changed since the last call to the replicated item-state topic."""
+        dirty, self._dirty_items = self._dirty_items, {}
+        for item_id, (score, ts) in dirty.items():
+            state = json.dumps({"item_id": item_id, "popularity": score, "ts": ts}).encode()
+            await self.item_state.send(key=item_id.encode(), value=state)
+
+    def apply_item_state(self, key: bytes | None, value: bytes | None) -> None:
+        """Update this worker's replica from one item-state record."""
+        if key is None or value is None:
+            return
+        state = json.loads(value)
+        self.ranking.set(key.decode(), float(state["popularity"]), int(state["ts"]))
+        self.metrics.catalog_items.set(len(self.ranking))

@@ -1,0 +1,249 @@
+"""Typed records for every message streamrec reads or writes, and their validation.
+
+Every value on a streamrec topic is a JSON object (see DESIGN.md, "Topics and
+messages"). Decoding never raises anything but :class:`InvalidRecord`, whose
+``reason`` tells a person what was wrong and how to fix it; the caller sends
+the original bytes with that reason to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from streamrec.config import EventSettings
+from streamrec.errors import InvalidRecord
+
+#: Version of the message formats below; bumped on incompatible changes.
+SCHEMA_VERSION = 1
+
+UserId = str
+ItemId = str
+
+_EVENT_FIELDS = {"user_id", "item_id", "type", "ts", "event_id", "value", "context"}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One user interaction from ``streamrec.events``."""
+
+    user_id: UserId
+    item_id: ItemId
+    type: str
+    ts_ms: int | None
+    """Event time in epoch milliseconds; ``None`` means "use the broker timestamp"."""
+    event_id: str | None = None
+    """Makes replays idempotent: a repeated id within the dedup window is applied once."""
+    value: float | None = None
+    """Rating or amount, for value-weighted types such as ``rating``."""
+    context: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Unknown fields, kept as they came."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A request for recommendations from ``streamrec.requests``."""
+
+    request_id: str
+    user_id: UserId
+    k: int | None = None
+    exclude: tuple[ItemId, ...] = ()
+    filters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredItem:
+    """One recommended item and its score (higher is better)."""
+
+    item_id: ItemId
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """A top-K list on ``streamrec.recommendations``."""
+
+    user_id: UserId
+    items: list[ScoredItem]
+    trigger: str
+    """``"event"`` (pushed after an event) or ``"request"`` (answer to a request)."""
+    model_version: str
+    source: str
+    emitted_ts: int
+    """Wall-clock time the worker emitted it, epoch milliseconds."""
+    request_id: str | None = None
+    event_ts: int | None = None
+    """Event time of the triggering event, epoch milliseconds."""
+    event_id: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        """Encode as the JSON value published on the recommendations topic."""
+        body = {k: v for k, v in asdict(self).items() if v is not None}
+        return json.dumps(body, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message streamrec could not use, with the reason, on ``streamrec.dead-letter``."""
+
+    error: str
+    topic: str
+    partition: int
+    offset: int
+    payload: str
+    payload_encoding: str = "utf-8"
+    """``"utf-8"``, or ``"base64"`` when the original bytes were not UTF-8."""
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def of(cls, error: str, topic: str, partition: int, offset: int, raw: bytes | None) -> DeadLetter:
+        """Wrap the original bytes so nothing is lost, whatever they contain."""
+        raw = raw or b""
+        try:
+            return cls(error, topic, partition, offset, raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            return cls(error, topic, partition, offset, base64.b64encode(raw).decode(), "base64")
+
+    def to_json(self) -> bytes:
+        """Encode as the JSON value published on the dead-letter topic."""
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+
+def _load_object(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
+    if raw is None:
+        raise InvalidRecord("message has no value (a tombstone); send a JSON object")
+    if len(raw) > max_bytes:
+        raise InvalidRecord(
+            f"payload is {len(raw)} bytes, over the limit of {max_bytes} "
+            "(events.max_payload_bytes); send smaller messages or raise the limit"
+        )
+    try:
+        decoded = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRecord(f"value is not valid UTF-8 JSON ({exc}); send a JSON object") from None
+    if not isinstance(decoded, dict):
+        raise InvalidRecord(f"value must be a JSON object, got a JSON {type(decoded).__name__}")
+    return decoded
+
+
+def _require_id(obj: dict[str, Any], name: str, max_len: int, required: bool = True) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise InvalidRecord(f"field {name!r} is missing; every message needs a non-empty {name}")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidRecord(f"field {name!r} must be a string, got {type(value).__name__} {value!r:.40}")
+    text = str(value).strip()
+    if not text:
+        raise InvalidRecord(f"field {name!r} is empty; it must be a non-empty string")
+    if len(text) > max_len:
+        raise InvalidRecord(
+            f"field {name!r} is {len(text)} characters, over the limit of {max_len} "
+            "(events.max_id_length)"
+        )
+    return text
+
+
+def _finite_number(obj: dict[str, Any], name: str) -> float | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidRecord(f"field {name!r} must be a number, got {type(value).__name__} {value!r:.40}")
+    if not math.isfinite(value):
+        raise InvalidRecord(f"field {name!r} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def parse_timestamp_ms(value: Any) -> int | None:
+    """Convert an event time (epoch ms number or ISO-8601 string) to epoch milliseconds.
+
+    >>> parse_timestamp_ms(1700000000000)
+    1700000000000
+    >>> parse_timestamp_ms("2023-11-14T22:13:20Z")
+    1700000000000
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidRecord(
+                f"field 'ts' {value!r:.60} is neither epoch milliseconds nor ISO-8601 "
+                "(e.g. 2024-05-01T12:00:00Z)"
+            ) from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return int(parsed.timestamp() * 1000)
+    number = _finite_number({"ts": value}, "ts")
+    if number is None or not 0 <= number < 10**14:
+        raise InvalidRecord(f"field 'ts' must be epoch milliseconds between 0 and 1e14, got {value!r}")
+    return int(number)
+
+
+def decode_event(raw: bytes | None, rules: EventSettings) -> Event:
+    """Decode and validate one ``streamrec.events`` value.
+
+    Raises
+    ------
+    InvalidRecord
+        With a reason a person can act on, for any value that is not a valid event.
+    """
+    obj = _load_object(raw, rules.max_payload_bytes)
+    user_id = _require_id(obj, "user_id", rules.max_id_length)
+    item_id = _require_id(obj, "item_id", rules.max_id_length)
+    event_type = obj.get("type")
+    if event_type not in rules.types:
+        allowed = ", ".join(sorted(rules.types))
+        raise InvalidRecord(
+            f"unknown event type {event_type!r:.40}; allowed: {allowed} (configured in events.types)"
+        )
+    value = _finite_number(obj, "value")
+    if value is None and event_type in rules.value_weighted_types:
+        raise InvalidRecord(f"event type {event_type!r} needs a numeric 'value' (e.g. the rating)")
+    return Event(
+        user_id=user_id or "",
+        item_id=item_id or "",
+        type=event_type,
+        ts_ms=parse_timestamp_ms(obj.get("ts")),
+        event_id=_require_id(obj, "event_id", rules.max_id_length, required=False),
+        value=value,
+        context=obj.get("context"),
+        extra={k: v for k, v in obj.items() if k not in _EVENT_FIELDS},
+    )
+
+
+def decode_request(raw: bytes | None, rules: EventSettings, max_k: int) -> Request:
+    """Decode and validate one ``streamrec.requests`` value.
+
+    Raises
+    ------
+    InvalidRecord
+        For a value that is not a valid request (e.g. no ``request_id`` to answer to).
+    """
+    obj = _load_object(raw, rules.max_payload_bytes)
+    request_id = _require_id(obj, "request_id", rules.max_id_length)
+    user_id = _require_id(obj, "user_id", rules.max_id_length)
+    k = obj.get("k")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_k):
+        raise InvalidRecord(f"field 'k' must be an integer from 1 to {max_k} (model.max_k), got {k!r:.40}")
+    exclude = obj.get("exclude") or []
+    if not isinstance(exclude, list) or not all(isinstance(i, (str, int)) for i in exclude):
+        raise InvalidRecord("field 'exclude' must be a list of item ids")
+    filters = obj.get("filters") or {}
+    if not isinstance(filters, dict):
+        raise InvalidRecord(f"field 'filters' must be a JSON object, got {type(filters).__name__}")
+    return Request(request_id or "", user_id or "", k, tuple(str(i) for i in exclude), filters)
+
+
+def encode_event(event: dict[str, Any]) -> bytes:
+    """Encode an event dict as producers should send it (compact JSON, UTF-8)."""
+    return json.dumps(event, separators=(",", ":"), allow_nan=True).encode()

@@ -1,0 +1,72 @@
+"""Every worker's replica of a compacted topic, read from the beginning of all partitions.
+
+Faust agents consume only the partitions assigned to their worker. The item
+state must be known to *every* worker (each one ranks all items), so each
+worker reads the whole compacted item-state topic with its own group-less
+consumer and applies each record to its in-memory model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streamrec.config import KafkaSettings
+from streamrec.streams.topics import client_options
+
+log = logging.getLogger(__name__)
+
+ApplyRecord = Callable[[bytes | None, bytes | None], None]
+
+
+async def replicate_topic(kafka: KafkaSettings, topic: str, apply: ApplyRecord,
+                          ready: asyncio.Event | None = None) -> None:
+    """Apply every record of ``topic`` (all partitions, from the start) until cancelled.
+
+    ``ready`` is set once the replica has caught up with the records present at start.
+    A record that ``apply`` rejects is logged and skipped: it must not stop replication.
+    """
+    consumer = AIOKafkaConsumer(
+        **client_options(kafka), group_id=None, enable_auto_commit=False,
+        auto_offset_reset="earliest", fetch_max_wait_ms=max(kafka.fetch_max_wait_ms, 1),
+    )
+    await consumer.start()
+    try:
+        partitions = await _partitions(consumer, topic)
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        while True:
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for records in batches.values():
+                for record in records:
+                    try:
+                        apply(record.key, record.value)
+                    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+                        log.warning("skipping malformed record %s[%d]@%d: %r", topic,
+                                    record.partition, record.offset, exc)
+            if ready is not None and not ready.is_set() and await _caught_up(consumer, partitions):
+                ready.set()
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    for _ in range(100):
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return [TopicPartition(topic, p) for p in sorted(found)]
+        await consumer.topics()  # refreshes metadata
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"topic {topic!r} does not exist; create it with `streamrec topics create`")
+
+
+async def _caught_up(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> bool:
+    # The fetch high watermark (not ListOffsets) is right on the embedded broker.
+    for tp in partitions:
+        highwater = consumer.highwater(tp)
+        if highwater is None or await consumer.position(tp) < highwater:
+            return False
+    return True

@@ -1,0 +1,148 @@
+"""A thin override of Faust's aiokafka transport, tuned for the embedded broker.
+
+Two changes, each switchable through :class:`ConsumerTuning` (the Faust app
+carries one as ``app.consumer_tuning``):
+
+* **Fetch wait.** Faust hard-codes ``fetch_max_wait_ms=1500`` for the worker
+  consumer. Tansu always waits the full fetch wait when a partition has no
+  new data, which adds up to 1.5 s of latency per hop; we use a short wait.
+* **True end offsets.** Tansu 0.6.0 answers ListOffsets "latest" with the
+  *last batch's base offset + 1*, not the real end, once a batch holds several
+  records. Faust's table recovery takes its highwaters from exactly that call
+  (``Recovery._build_highwaters`` -> ``Consumer.highwaters`` ->
+  ``AIOKafkaConsumerThread._highwaters`` -> ``AIOKafkaConsumer.end_offsets``),
+  so it could declare a table recovered too early. We correct the answer with
+  the high watermark of a fetch, which Tansu reports right. On real Kafka the
+  two agree, so the correction is a no-op there (at the cost of one small
+  fetch per leader when recovery starts).
+
+Use it from a ``faust.App`` subclass::
+
+    def _new_transport(self) -> TransportT:
+        return Transport(self.conf.broker_consumer, self)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+import aiokafka
+import aiokafka.errors
+from aiokafka.client import AIOKafkaClient
+from aiokafka.protocol.fetch import FetchRequest
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, AppT, ConsumerT
+
+__all__ = ["ConsumerTuning", "Transport", "true_end_offsets", "tuning_of"]
+
+#: Fetch wait of the end-offset probe. The probe starts at a record that
+#: exists, so the broker answers at once; Tansu returns no partitions at all
+#: for a wait of 0 ms, hence not 0.
+_PROBE_WAIT_MS = 10
+_READ_UNCOMMITTED = 0
+
+
+@dataclass(frozen=True)
+class ConsumerTuning:
+    """Consumer settings Faust does not expose, read from ``app.consumer_tuning``."""
+
+    fetch_max_wait_ms: int = 10
+    """Longest time (ms) a worker fetch waits for data; Faust's fixed value is 1500."""
+
+    correct_end_offsets: bool = True
+    """Replace ListOffsets "latest" by the fetch high watermark for table recovery."""
+
+
+def tuning_of(app: AppT) -> ConsumerTuning:
+    """Return ``app.consumer_tuning``, or the defaults when the app has none."""
+    tuning = getattr(app, "consumer_tuning", None)
+    return tuning if isinstance(tuning, ConsumerTuning) else ConsumerTuning()
+
+
+async def true_end_offsets(
+    client: AIOKafkaClient, reported: Mapping[TP, int]
+) -> dict[TP, int]:
+    """Return the true end offset of each partition, correcting ListOffsets.
+
+    For every partition with a reported end ``e > 0`` this fetches from
+    ``e - 1`` (the last record on a correct broker, inside the last batch on
+    Tansu) and takes the high watermark of the response. A partition whose
+    leader is unknown or whose fetch fails keeps its reported end.
+
+    Parameters
+    ----------
+    client
+        A bootstrapped aiokafka client that has metadata for the topics.
+    reported
+        End offsets as reported by ``AIOKafkaConsumer.end_offsets``.
+
+    Returns
+    -------
+    dict[TP, int]
+        ``max(reported, high watermark)`` per partition.
+    """
+    result = dict(reported)
+    keys = {(tp.topic, tp.partition): tp for tp in reported}
+    by_node: dict[int, dict[str, list[tuple[int, int, int]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for tp, end in reported.items():
+        leader = client.cluster.leader_for_partition(aiokafka.TopicPartition(*tp))
+        if end is not None and end > 0 and leader is not None and leader >= 0:
+            # max_bytes=1: the broker still returns one whole batch (KIP-74).
+            by_node[leader][tp.topic].append((tp.partition, end - 1, 1))
+    for node_id, topics in by_node.items():
+        request = FetchRequest(
+            _PROBE_WAIT_MS, 1, 1, _READ_UNCOMMITTED, list(topics.items())
+        )
+        try:
+            response = await client.send(node_id, request)
+        except aiokafka.errors.KafkaError:
+            continue  # keep the reported offsets: no worse than stock Faust
+        for topic, partitions in response.topics or ():
+            for partition, error_code, highwater, *_ in partitions:
+                key = keys.get((topic, partition))
+                if key is not None and error_code == 0:
+                    result[key] = max(result[key], highwater)
+    return result
+
+
+class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread with a configurable fetch wait and true end offsets."""
+
+    def _create_worker_consumer(
+        self, transport: faust_aiokafka.Transport
+    ) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        # Faust passes fetch_max_wait_ms=1500 to the constructor, which only
+        # stores it in ``_fetch_max_wait_ms``; ``AIOKafkaConsumer.start()``
+        # later builds its Fetcher from that attribute. Faust starts the
+        # consumer only after this method returns (``on_start``), so
+        # overriding the attribute here takes effect without copying the
+        # ~60 lines of the original method.
+        consumer._fetch_max_wait_ms = tuning_of(self.app).fetch_max_wait_ms
+        return consumer
+
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        ends = await super()._highwaters(partitions)
+        if self.consumer.in_transaction or not tuning_of(self.app).correct_end_offsets:
+            return ends  # transactions use last_stable_offset, not ListOffsets
+        return await true_end_offsets(self._ensure_consumer()._client, ends)
+
+
+class Consumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer, running :class:`ConsumerThread`."""
+
+    _thread: ConsumerThread
+
+    def _new_consumer_thread(self) -> ConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class Transport(faust_aiokafka.Transport):
+    """Faust's aiokafka transport with the consumer of this module."""
+
+    Consumer: ClassVar[type[ConsumerT]] = Consumer

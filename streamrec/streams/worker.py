@@ -1,0 +1,30 @@
+"""Run one streamrec worker process (``streamrec worker``)."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from streamrec.config import Settings
+from streamrec.streams.app import create_app
+from streamrec.streams.topics import create_topics
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings) -> None:
+    """Create missing topics, then run a Faust worker until SIGTERM/SIGINT.
+
+    Several workers with the same ``worker.app_id`` form one consumer group and
+    split the partitions; each needs its own ``worker.data_dir`` and ``web_port``.
+    """
+    try:
+        created = create_topics(settings)
+        if created:
+            log.warning("created topics: %s", ", ".join(created))
+    except Exception as exc:  # noqa: BLE001 - a cluster may forbid creation; Faust still runs
+        log.warning("could not create topics (%r); assuming they exist", exc)
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.worker.log_level.upper())
+    worker.execute_from_commandline()
