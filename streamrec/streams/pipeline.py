@@ -104,7 +104,7 @@ class Pipeline:
                               self.settings.events.value_weighted_types)
         if weight > 0:
             update = json.dumps({"w": weight, "ts": event_ts}).encode()
-            await self.item_updates.send(key=record.item_id.encode(), value=update)
+            self.item_updates.send_soon(key=record.item_id.encode(), value=update)
         self.metrics.events_in.labels("applied").inc()
         await self.emit(self.recommend(record.user_id, model.k, trigger="event",
                                        event_ts=event_ts, event_id=record.event_id))
@@ -145,7 +145,7 @@ class Pipeline:
 
     async def emit(self, recommendation: Recommendation) -> None:
         """Publish a recommendation keyed by its user."""
-        await self.recommendations.send(key=recommendation.user_id.encode(),
+        self.recommendations.send_soon(key=recommendation.user_id.encode(),
                                         value=recommendation.to_json())
         self.metrics.recommendations_out.labels(recommendation.trigger).inc()
 
