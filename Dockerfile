@@ -15,7 +15,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 
 WORKDIR /opt/streamrec
-COPY pyproject.toml README.md ./
+# README.md* : the package's long description; the glob keeps the build working without it.
+COPY pyproject.toml README.md* ./
 COPY streamrec ./streamrec
 RUN pip install . \
     && rm -rf /opt/streamrec/build /opt/streamrec/*.egg-info

@@ -7,6 +7,7 @@ tests run them on the real file, and on deliberately broken copies to show they 
 from __future__ import annotations
 
 import copy
+import fnmatch
 import os
 import re
 from pathlib import Path
@@ -340,14 +341,21 @@ def check_dockerfile(compose: Compose) -> None:
     assert bases, "the Dockerfile has no FROM"
     for base in bases:
         assert_pinned(base, "Dockerfile")
-    for path in re.findall(r"^COPY\s+(.+)\s+\S+\s*$", text, flags=re.MULTILINE):
-        for source in path.split():
-            if not source.startswith("--"):
-                assert (ROOT / source).exists(), f"Dockerfile copies {source!r}, which is not in the repository"
-    ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
-    for needed in ("pyproject.toml", "README.md", "streamrec"):
-        assert needed not in ignored, f".dockerignore excludes {needed}, which the build needs"
-    assert ".venv" in ignored and ".git" in ignored, ".dockerignore should exclude .venv and .git"
+    for sources in re.findall(r"^COPY\s+(.+)\s+\S+\s*$", text, flags=re.MULTILINE):
+        for source in sources.split():
+            if source.startswith("--") or any(c in source for c in "*?["):
+                continue  # options; globs may match nothing as long as another source exists
+            assert (ROOT / source).exists(), f"Dockerfile copies {source!r}, which is not in the repository"
+    patterns = [line.strip().lstrip("/") for line in
+                (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+                if line.strip() and not line.strip().startswith(("#", "!"))]
+    needed = ["pyproject.toml", "README.md",
+              *(str(p.relative_to(ROOT)) for p in (ROOT / "streamrec").rglob("*.py"))]
+    for path in needed:
+        prefixes = ["/".join(path.split("/")[:n]) for n in range(1, path.count("/") + 2)]
+        hits = [pat for pat in patterns for prefix in prefixes if fnmatch.fnmatchcase(prefix, pat.rstrip("/"))]
+        assert not hits, f".dockerignore pattern(s) {hits} exclude {path}, which the build needs"
+    assert ".venv" in patterns and ".git" in patterns, ".dockerignore should exclude .venv and .git"
 
 
 # --- tests on the real files ----------------------------------------------------------------
