@@ -42,7 +42,8 @@ def _settings(config: Path | None, broker: str | None = None, prefix: str | None
 
 
 def _fail(message: str) -> Any:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print("[bold red]error:[/]", end=" ")
+    err.print(message, markup=False, highlight=False)
     raise typer.Exit(code=1)
 
 

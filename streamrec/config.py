@@ -10,10 +10,19 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,6 +36,8 @@ from streamrec.errors import ConfigError
 DEFAULT_CONFIG_PATH = Path("config/streamrec.toml")
 #: Environment variable naming the settings file; ``--config`` on the CLI wins over it.
 CONFIG_PATH_ENV = "STREAMREC_CONFIG"
+#: STREAMREC_* variables that are not settings (the test suite's broker address).
+NON_SETTING_ENV = frozenset({CONFIG_PATH_ENV, "STREAMREC_TEST_BROKER"})
 
 
 class _Section(BaseModel):
@@ -137,6 +148,16 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     embedded: EmbeddedBrokerSettings = EmbeddedBrokerSettings()
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.model.k > self.model.max_k:
+            raise ValueError(f"model.k ({self.model.k}) must not exceed model.max_k ({self.model.max_k})")
+        if self.kafka.heartbeat_interval_s >= self.kafka.session_timeout_s:
+            raise ValueError(
+                f"kafka.heartbeat_interval_s ({self.kafka.heartbeat_interval_s}) must be below "
+                f"kafka.session_timeout_s ({self.kafka.session_timeout_s})")
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -184,6 +205,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     ConfigError
         With every invalid key, its value and what is allowed.
     """
+    check_environment_names(os.environ)
     toml_file = resolve_config_path(path)
     cls: type[Settings] = Settings
     if toml_file is not None:
@@ -194,6 +216,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+            if err["loc"] else err["msg"].removeprefix("Value error, ")
             for err in exc.errors()
         )
         source = f" in {toml_file}" if toml_file else ""
@@ -201,6 +224,31 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
             f"Invalid streamrec settings{source} or STREAMREC_* variables: {problems}. "
             "See config/streamrec.toml for every key and its allowed values."
         ) from exc
+
+
+def check_environment_names(environ: Mapping[str, str]) -> None:
+    """Reject ``STREAMREC_*`` variables that name no setting (a typo would be silently ignored).
+
+    Raises
+    ------
+    ConfigError
+        Naming the variable and the sections or keys that exist.
+    """
+    for name in environ:
+        if not name.startswith("STREAMREC_") or name in NON_SETTING_ENV:
+            continue
+        section, _, key = name.removeprefix("STREAMREC_").lower().partition("__")
+        fields = Settings.model_fields
+        if section not in fields:
+            raise ConfigError(
+                f"environment variable {name} names no setting: {section!r} is not a section "
+                f"(sections: {', '.join(fields)}). Use STREAMREC_<SECTION>__<KEY>, "
+                "e.g. STREAMREC_KAFKA__BROKER.")
+        keys = fields[section].annotation.model_fields  # type: ignore[union-attr]
+        if key.split("__")[0] not in keys:
+            raise ConfigError(
+                f"environment variable {name} names no setting: [{section}] has no key {key!r} "
+                f"(keys: {', '.join(keys)}).")
 
 
 def with_section(settings: Settings, section: str, **changes: Any) -> Settings:

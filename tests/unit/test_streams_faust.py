@@ -1,7 +1,7 @@
 """The worker's stream processors (``streamrec.streams.pipeline``) under Faust's ``agent.test_context()``.
 
 No broker: tables use ``memory://`` and every topic the pipeline writes to is
-replaced by an ``AsyncMock`` (faust ``docs/userguide/testing.rst``, "Mock anything
+replaced by an ``Outbox`` recorder (faust ``docs/userguide/testing.rst``, "Mock anything
 that leaves the process"). ``create_app`` hard-codes ``store="rocksdb://"``; tables
 open their store lazily, so setting ``app.conf.store`` before the first access works.
 """
@@ -9,11 +9,12 @@ open their store lazily, so setting ``app.conf.store`` before the first access w
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from unittest.mock import AsyncMock
+from unittest.mock import Mock
 
 import pytest
 
@@ -21,6 +22,7 @@ from streamrec.config import load_settings
 from streamrec.eval.synthetic import invalid_events
 from streamrec.streams.app import StreamrecApp, create_app
 from streamrec.streams.pipeline import Pipeline
+from streamrec.streams.records import DeadLetter
 
 PREFIX = "unit."
 T0_MS = 1_700_000_000_000
@@ -52,47 +54,71 @@ def pipeline(app: StreamrecApp) -> Pipeline:
     return pipeline
 
 
-def mock_send(monkeypatch: pytest.MonkeyPatch, topic) -> AsyncMock:
-    send = AsyncMock(name=f"{topic.get_topic_name()}.send")
-    monkeypatch.setattr(topic, "send", send)
-    return send
+class Outbox:
+    """Stands in for one output topic: records what the pipeline publishes, by ``send`` or ``send_soon``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.messages: list[tuple[bytes | None, bytes | None]] = []
+
+    def send_soon(self, *, key: bytes | None = None, value: bytes | None = None, **_: object) -> Mock:
+        self.messages.append((key, value))
+        return Mock(name=f"{self.name} future")
+
+    async def send(self, *, key: bytes | None = None, value: bytes | None = None, **_: object) -> Mock:
+        return self.send_soon(key=key, value=value)
+
+    @property
+    def keys(self) -> list[bytes | None]:
+        return [key for key, _ in self.messages]
+
+    @property
+    def values(self) -> list[dict]:
+        return [json.loads(value) for _, value in self.messages]
+
+
+def outbox(monkeypatch: pytest.MonkeyPatch, topic) -> Outbox:
+    box = Outbox(topic.get_topic_name())
+    monkeypatch.setattr(topic, "send", box.send)
+    monkeypatch.setattr(topic, "send_soon", box.send_soon)
+    return box
 
 
 @pytest.fixture
-def recommendations_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> AsyncMock:
-    return mock_send(monkeypatch, pipeline.recommendations)
+def recommendations_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> Outbox:
+    return outbox(monkeypatch, pipeline.recommendations)
 
 
 @pytest.fixture
-def dead_letters_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> AsyncMock:
-    return mock_send(monkeypatch, pipeline.dead_letter)
+def dead_letters_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> Outbox:
+    return outbox(monkeypatch, pipeline.dead_letter)
 
 
 @pytest.fixture
-def item_updates_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> AsyncMock:
-    return mock_send(monkeypatch, pipeline.item_updates)
+def item_updates_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> Outbox:
+    return outbox(monkeypatch, pipeline.item_updates)
 
 
 @pytest.fixture
-def events_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> AsyncMock:
+def events_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> Outbox:
     """Re-published (re-keyed) events."""
-    return mock_send(monkeypatch, pipeline.events)
+    return outbox(monkeypatch, pipeline.events)
 
 
 @pytest.fixture
-def requests_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> AsyncMock:
+def requests_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> Outbox:
     """Re-published (re-keyed) requests."""
-    return mock_send(monkeypatch, pipeline.requests)
+    return outbox(monkeypatch, pipeline.requests)
 
 
 @pytest.fixture
-def item_state_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> AsyncMock:
-    return mock_send(monkeypatch, pipeline.item_state)
+def item_state_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> Outbox:
+    return outbox(monkeypatch, pipeline.item_state)
 
 
 @pytest.fixture
 def outputs(recommendations_out, dead_letters_out, item_updates_out, events_out, requests_out,
-            item_state_out) -> dict[str, AsyncMock]:
+            item_state_out) -> dict[str, Outbox]:
     return {"recommendations": recommendations_out, "dead_letter": dead_letters_out,
             "item_updates": item_updates_out, "events": events_out, "requests": requests_out,
             "item_state": item_state_out}
@@ -147,30 +173,25 @@ def event(**fields: object) -> bytes:
     return json.dumps({"user_id": "u1", "item_id": "i1", "type": "view", **fields}).encode()
 
 
-def sent_values(send: AsyncMock) -> list[dict]:
-    return [json.loads(call.kwargs["value"]) for call in send.await_args_list]
-
-
 # -- events ---------------------------------------------------------------------------
 
 
 def test_valid_event_emits_one_recommendation_without_the_seen_item(
-        app: StreamrecApp, outputs: dict[str, AsyncMock]) -> None:
+        app: StreamrecApp, outputs: dict[str, Outbox]) -> None:
     async def scenario(feed: Feed) -> None:
         await feed.put(event(event_id="e1", ts=T0_MS), key=b"u1")
 
     run_events(app, scenario)
 
-    send = outputs["recommendations"]
-    assert send.await_count == 1
-    assert send.await_args.kwargs["key"] == b"u1"
-    body = sent_values(send)[0]
+    out = outputs["recommendations"]
+    assert out.keys == [b"u1"]
+    body = out.values[0]
     assert [item["item_id"] for item in body["items"]] == ["i2", "i3", "i4"]
     assert body["items"][0]["score"] == 4.0
     assert (body["trigger"], body["event_id"], body["event_ts"]) == ("event", "e1", T0_MS)
     assert (body["model_version"], body["source"]) == ("trending-v1", "trending")
     assert "request_id" not in body
-    outputs["dead_letter"].assert_not_awaited()
+    assert outputs["dead_letter"].messages == []
 
 
 def test_valid_event_is_remembered_in_the_users_table(app: StreamrecApp, outputs) -> None:
@@ -181,7 +202,7 @@ def test_valid_event_is_remembered_in_the_users_table(app: StreamrecApp, outputs
     run_events(app, scenario)
 
     assert app.pipeline.users[b"u1"] == {"seen": ["i1", "i2"], "event_ids": ["e1", "e2"], "n_events": 2}
-    second = sent_values(outputs["recommendations"])[1]
+    second = outputs["recommendations"].values[1]
     assert [item["item_id"] for item in second["items"]] == ["i3", "i4"]
 
 
@@ -192,9 +213,9 @@ def test_weighted_event_sends_an_item_update_keyed_by_item(app: StreamrecApp, ou
 
     run_events(app, scenario)
 
-    calls = outputs["item_updates"].await_args_list
-    assert [call.kwargs["key"] for call in calls] == [b"i1", b"i2"]
-    assert sent_values(outputs["item_updates"]) == [{"w": 3.0, "ts": T0_MS}, {"w": 8.0, "ts": T0_MS + 1}]
+    out = outputs["item_updates"]
+    assert out.keys == [b"i1", b"i2"]
+    assert out.values == [{"w": 3.0, "ts": T0_MS}, {"w": 8.0, "ts": T0_MS + 1}]
 
 
 def test_zero_weight_event_updates_no_item_but_still_recommends(app: StreamrecApp, outputs) -> None:
@@ -203,8 +224,8 @@ def test_zero_weight_event_updates_no_item_but_still_recommends(app: StreamrecAp
 
     run_events(app, scenario)
 
-    outputs["item_updates"].assert_not_awaited()
-    assert outputs["recommendations"].await_count == 1
+    assert outputs["item_updates"].messages == []
+    assert len(outputs["recommendations"].messages) == 1
 
 
 def test_event_without_ts_uses_the_message_timestamp(app: StreamrecApp, outputs) -> None:
@@ -213,8 +234,8 @@ def test_event_without_ts_uses_the_message_timestamp(app: StreamrecApp, outputs)
 
     run_events(app, scenario)
 
-    assert sent_values(outputs["recommendations"])[0]["event_ts"] == T0_MS
-    assert sent_values(outputs["item_updates"])[0]["ts"] == T0_MS
+    assert outputs["recommendations"].values[0]["event_ts"] == T0_MS
+    assert outputs["item_updates"].values[0]["ts"] == T0_MS
 
 
 @pytest.mark.parametrize("kind", sorted(invalid_events()))
@@ -226,16 +247,28 @@ def test_invalid_event_goes_to_the_dead_letter_topic_only(app: StreamrecApp, out
 
     run_events(app, scenario)
 
-    send = outputs["dead_letter"]
-    assert send.await_count == 1
-    assert send.await_args.kwargs["key"] == b"u-bad"
-    letter = sent_values(send)[0]
+    out = outputs["dead_letter"]
+    assert out.keys == [b"u-bad"]
+    letter = out.values[0]
     assert phrase in letter["error"]
     assert (letter["topic"], letter["partition"], letter["offset"]) == (f"{PREFIX}events", 0, 0)
-    assert len(letter["payload"]) > 0
+    assert DeadLetter(**letter).payload_encoding in ("utf-8", "base64")
     for name in ("recommendations", "item_updates", "events"):
-        outputs[name].assert_not_awaited()
+        assert outputs[name].messages == [], name
     assert counted(app.pipeline, "streamrec_dead_lettered_total", topic=f"{PREFIX}events") == 1
+
+
+def test_dead_letter_keeps_the_original_bytes(app: StreamrecApp, outputs) -> None:
+    raw = b"\xff\xfe\x00garbage"
+
+    async def scenario(feed: Feed) -> None:
+        await feed.put(raw, key=b"u-bad")
+
+    run_events(app, scenario)
+
+    letter = outputs["dead_letter"].values[0]
+    assert letter["payload_encoding"] == "base64"
+    assert base64.b64decode(letter["payload"]) == raw
 
 
 def test_duplicate_event_id_is_applied_once(app: StreamrecApp, outputs) -> None:
@@ -245,8 +278,8 @@ def test_duplicate_event_id_is_applied_once(app: StreamrecApp, outputs) -> None:
 
     run_events(app, scenario)
 
-    assert outputs["recommendations"].await_count == 1
-    assert outputs["item_updates"].await_count == 1
+    assert len(outputs["recommendations"].messages) == 1
+    assert len(outputs["item_updates"].messages) == 1
     assert app.pipeline.users[b"u1"]["n_events"] == 1
     assert counted(app.pipeline, "streamrec_events_in_total", outcome="duplicate") == 1
 
@@ -259,13 +292,17 @@ def test_event_keyed_by_another_key_is_republished_keyed_by_user(app: StreamrecA
 
     run_events(app, scenario)
 
-    outputs["events"].assert_awaited_once_with(key=b"u7", value=raw)
-    outputs["recommendations"].assert_not_awaited()
-    outputs["item_updates"].assert_not_awaited()
+    assert outputs["events"].messages == [(b"u7", raw)]
+    assert outputs["recommendations"].messages == []
+    assert outputs["item_updates"].messages == []
     assert app.pipeline.users.get(b"u7") is None
 
 
 # -- requests -----------------------------------------------------------------------
+
+
+def run_requests(app: StreamrecApp, scenario: Scenario) -> None:
+    run_agent(app, "streamrec.requests", scenario)
 
 
 def test_request_is_answered_with_its_request_id_k_and_exclusions(app: StreamrecApp, outputs) -> None:
@@ -274,53 +311,86 @@ def test_request_is_answered_with_its_request_id_k_and_exclusions(app: Streamrec
     async def scenario(feed: Feed) -> None:
         await feed.put(raw, key=b"u1")
 
-    run_agent(app, "streamrec.requests", scenario)
+    run_requests(app, scenario)
 
-    body = sent_values(outputs["recommendations"])[0]
+    assert outputs["recommendations"].keys == [b"u1"]
+    body = outputs["recommendations"].values[0]
     assert (body["request_id"], body["trigger"]) == ("r1", "request")
     assert [item["item_id"] for item in body["items"]] == ["i2", "i3"]
+
+
+def test_request_without_k_gets_the_configured_k(app: StreamrecApp, outputs) -> None:
+    async def scenario(feed: Feed) -> None:
+        await feed.put(json.dumps({"request_id": "r2", "user_id": "u1"}).encode(), key=b"u1")
+
+    run_requests(app, scenario)
+
+    assert len(outputs["recommendations"].values[0]["items"]) == app.pipeline.settings.model.k == 3
+
+
+def test_request_keyed_by_another_key_is_republished_keyed_by_user(app: StreamrecApp, outputs) -> None:
+    raw = json.dumps({"request_id": "r3", "user_id": "u9"}).encode()
+
+    async def scenario(feed: Feed) -> None:
+        await feed.put(raw, key=None)
+
+    run_requests(app, scenario)
+
+    assert outputs["requests"].messages == [(b"u9", raw)]
+    assert outputs["recommendations"].messages == []
 
 
 def test_invalid_request_goes_to_the_dead_letter_topic(app: StreamrecApp, outputs) -> None:
     async def scenario(feed: Feed) -> None:
         await feed.put(json.dumps({"user_id": "u1", "k": 0}).encode(), key=b"u1")
 
-    run_agent(app, "streamrec.requests", scenario)
+    run_requests(app, scenario)
 
-    letter = sent_values(outputs["dead_letter"])[0]
+    letter = outputs["dead_letter"].values[0]
     assert "'request_id' is missing" in letter["error"]
     assert letter["topic"] == f"{PREFIX}requests"
-    outputs["recommendations"].assert_not_awaited()
+    assert outputs["recommendations"].messages == []
 
 
 # -- item updates -------------------------------------------------------------------
 
 
 def test_item_updates_accumulate_decayed_popularity_and_publish_once(app: StreamrecApp, outputs) -> None:
-    half_life_ms = int(app.pipeline.settings.model.popularity_half_life_s * 1000)
+    pipeline = app.pipeline
+    half_life_ms = int(pipeline.settings.model.popularity_half_life_s * 1000)
 
     async def scenario(feed: Feed) -> None:
         for ts in (T0_MS, T0_MS + half_life_ms):
-            before = outputs["dead_letter"].await_count
             await feed.agent.put(json.dumps({"w": 4.0, "ts": ts}).encode(), key=b"i9")
-            await until(lambda: len(app.pipeline._dirty_items) == 1 or  # noqa: B023
-                        outputs["dead_letter"].await_count > before)
-            await until(lambda: app.pipeline.item_popularity.get(b"i9") is not None)
-        await asyncio.sleep(0.01)
-        await app.pipeline.publish_item_state()
+            await until(lambda: (pipeline.item_popularity.get(b"i9") or [0, 0])[1] == ts)  # noqa: B023
+        await pipeline.publish_item_state()
+        await pipeline.publish_item_state()  # nothing changed since: publishes nothing
 
     run_agent(app, "streamrec.items", scenario)
 
-    outputs["dead_letter"].assert_not_awaited()
-    assert app.pipeline.item_popularity[b"i9"] == [pytest.approx(6.0), T0_MS + half_life_ms]
-    outputs["item_state"].assert_awaited_once()
-    state = sent_values(outputs["item_state"])[0]
-    assert state == {"item_id": "i9", "popularity": pytest.approx(6.0), "ts": T0_MS + half_life_ms}
+    assert outputs["dead_letter"].messages == []
+    # 4 decayed by one half-life, plus 4: 6, as of the newer event.
+    assert pipeline.item_popularity[b"i9"] == [pytest.approx(6.0), T0_MS + half_life_ms]
+    assert outputs["item_state"].keys == [b"i9"]
+    assert outputs["item_state"].values == [
+        {"item_id": "i9", "popularity": pytest.approx(6.0), "ts": T0_MS + half_life_ms}]
+
+
+def test_malformed_item_update_goes_to_the_dead_letter_topic(app: StreamrecApp, outputs) -> None:
+    async def scenario(feed: Feed) -> None:
+        await feed.agent.put(b'{"w": 1}', key=b"i9")
+        await until(lambda: bool(outputs["dead_letter"].messages))
+
+    run_agent(app, "streamrec.items", scenario)
+
+    assert "internal item update is malformed" in outputs["dead_letter"].values[0]["error"]
+    assert app.pipeline.item_popularity.get(b"i9") is None
 
 
 def test_item_state_record_updates_the_local_ranking(app: StreamrecApp) -> None:
     pipeline = app.pipeline
     pipeline.apply_item_state(b"new", json.dumps({"item_id": "new", "popularity": 9.0, "ts": T0_MS}).encode())
-    pipeline.apply_item_state(None, b"{}")  # tombstone-like records are ignored
+    pipeline.apply_item_state(None, b"{}")  # records without a key or value are ignored
 
     assert pipeline.ranking.top_k(1) == [("new", 9.0)]
+    assert counted(pipeline, "streamrec_catalog_items") == 5
