@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -168,7 +170,31 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Precedence: explicit arguments > STREAMREC_* variables > TOML file > defaults.
-        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+        return init_settings, env_settings, _TomlBelowEnv(settings_cls, env_settings)
+
+
+class _TomlBelowEnv(TomlConfigSettingsSource):
+    """The TOML file, minus table values that the environment sets.
+
+    pydantic-settings deep-merges dicts across sources, so without this an
+    environment value for a table (``STREAMREC_EVENTS__TYPES``) would be merged
+    into the file's table instead of replacing it.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], env: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._env = env
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        for section, values in self._env().items():
+            file_section = data.get(section)
+            if not isinstance(values, dict) or not isinstance(file_section, dict):
+                continue
+            for key, value in values.items():
+                if isinstance(value, dict):
+                    file_section.pop(key, None)
+        return data
 
 
 def resolve_config_path(path: Path | None) -> Path | None:
@@ -213,6 +239,12 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         cls = type("Settings", (Settings,), {"model_config": config, "__doc__": Settings.__doc__})
     try:
         return cls(**overrides)
+    except (tomllib.TOMLDecodeError, SettingsError) as exc:
+        raise ConfigError(
+            f"Could not read streamrec settings ({exc}). Check the syntax of "
+            f"{toml_file or 'the settings file'} and that STREAMREC_* values holding lists or "
+            "tables are JSON, e.g. STREAMREC_EVENTS__TYPES='{\"view\": 1}'."
+        ) from exc
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"

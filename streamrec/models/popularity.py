@@ -99,8 +99,9 @@ class PopularityRanking:
         if excluded:
             decayed[excluded] = -np.inf
         take = min(k, n)
-        rows = np.argpartition(-decayed, take - 1)[:take]
-        rows = rows[np.lexsort((rows, -decayed[rows]))]  # by score, ties by age in catalogue
+        threshold = np.partition(decayed, n - take)[n - take]  # k-th largest score
+        rows = np.flatnonzero(decayed >= threshold)  # keeps every item tied at the threshold
+        rows = rows[np.lexsort((rows, -decayed[rows]))][:take]  # by score, ties by catalogue age
         return [(self._ids[r], float(decayed[r])) for r in rows if np.isfinite(decayed[r])]
 
     def _append(self, item_id: ItemId) -> int:

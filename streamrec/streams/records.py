@@ -127,6 +127,8 @@ def _load_object(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
         decoded = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidRecord(f"value is not valid UTF-8 JSON ({exc}); send a JSON object") from None
+    except RecursionError:
+        raise InvalidRecord("value is nested too deeply to decode; send a flat JSON object") from None
     if not isinstance(decoded, dict):
         raise InvalidRecord(f"value must be a JSON object, got a JSON {type(decoded).__name__}")
     return decoded
@@ -157,9 +159,13 @@ def _finite_number(obj: dict[str, Any], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidRecord(f"field {name!r} must be a number, got {type(value).__name__} {value!r:.40}")
-    if not math.isfinite(value):
-        raise InvalidRecord(f"field {name!r} must be a finite number, got {value!r}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf  # an integer too large for a float
+    if not math.isfinite(number):
+        raise InvalidRecord(f"field {name!r} must be a finite number, got {value!r:.40}")
+    return number
 
 
 def parse_timestamp_ms(value: Any) -> int | None:
@@ -182,7 +188,7 @@ def parse_timestamp_ms(value: Any) -> int | None:
             ) from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=timezone.utc)
-        return int(parsed.timestamp() * 1000)
+        value = parsed.timestamp() * 1000
     number = _finite_number({"ts": value}, "ts")
     if number is None or not 0 <= number < 10**14:
         raise InvalidRecord(f"field 'ts' must be epoch milliseconds between 0 and 1e14, got {value!r}")
@@ -201,7 +207,7 @@ def decode_event(raw: bytes | None, rules: EventSettings) -> Event:
     user_id = _require_id(obj, "user_id", rules.max_id_length)
     item_id = _require_id(obj, "item_id", rules.max_id_length)
     event_type = obj.get("type")
-    if event_type not in rules.types:
+    if not isinstance(event_type, str) or event_type not in rules.types:
         allowed = ", ".join(sorted(rules.types))
         raise InvalidRecord(
             f"unknown event type {event_type!r:.40}; allowed: {allowed} (configured in events.types)"

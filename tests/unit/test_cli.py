@@ -124,8 +124,6 @@ def test_recommend_requires_a_user() -> None:
     assert "Missing argument 'user'" in flat(result.output)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: config.load_settings lets tomllib.TOMLDecodeError escape, so the "
-                                       "CLI dies with a traceback instead of a message")
 def test_malformed_config_file_exits_1_with_a_message_naming_the_file(tmp_path: Path) -> None:
     path = tmp_path / "broken.toml"
     path.write_text("[kafka\n")

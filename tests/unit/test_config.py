@@ -104,9 +104,6 @@ def test_environment_dict_replaces_the_default_dict(monkeypatch: pytest.MonkeyPa
     assert load_settings().events.types == {"click": 2.5}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: pydantic-settings deep-merges dict values across sources, so "
-                                       "STREAMREC_EVENTS__TYPES adds to the file's events.types instead of "
-                                       "replacing it (a type set in the file cannot be removed)")
 def test_environment_dict_replaces_the_files_dict(monkeypatch: pytest.MonkeyPatch,
                                                   settings_file: Path) -> None:
     monkeypatch.setenv("STREAMREC_EVENTS__TYPES", '{"click": 2.5}')
@@ -135,6 +132,32 @@ def test_unrelated_streamrec_variables_are_ignored(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("STREAMREC_TEST_BROKER", "127.0.0.1:1")
 
     assert load_settings() == Settings()
+
+
+@pytest.mark.parametrize("variable, phrase", [
+    ("STREAMREC_KAFKA__BROKR", "has no key 'brokr'"),
+    ("STREAMREC_KAKFA__BROKER", "'kakfa' is not a section"),
+])
+def test_misspelt_streamrec_variable_raises_config_error_naming_it(
+        monkeypatch: pytest.MonkeyPatch, variable: str, phrase: str) -> None:
+    monkeypatch.setenv(variable, "x:1")
+
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+
+    assert variable in str(info.value) and phrase in str(info.value)
+
+
+def test_k_above_max_k_raises_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"model\.k \(50\) must not exceed model\.max_k \(20\)"):
+        load_settings(model={"k": 50, "max_k": 20})
+
+
+def test_heartbeat_not_below_session_timeout_raises_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMREC_KAFKA__HEARTBEAT_INTERVAL_S", "6")
+
+    with pytest.raises(ConfigError, match=r"kafka\.heartbeat_interval_s"):
+        load_settings()
 
 
 def test_settings_are_frozen() -> None:
@@ -211,7 +234,6 @@ def test_missing_file_named_by_streamrec_config_raises_config_error(monkeypatch:
         load_settings()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: config.load_settings lets tomllib.TOMLDecodeError escape")
 def test_malformed_toml_raises_config_error(tmp_path: Path) -> None:
     path = tmp_path / "broken.toml"
     path.write_text("[kafka\nbroker = 1\n")
@@ -220,8 +242,6 @@ def test_malformed_toml_raises_config_error(tmp_path: Path) -> None:
         load_settings(path)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: config.load_settings lets pydantic_settings.SettingsError "
-                                       "escape for a non-JSON nested env value")
 def test_non_json_environment_value_for_a_dict_raises_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STREAMREC_EVENTS__TYPES", "view=1")
 

@@ -135,8 +135,6 @@ def test_top_k_matches_a_brute_force_sort(values: list[float], k: int, data: st.
     assert len({item for item, _ in got}) == len(got)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: popularity.top_k's argpartition picks arbitrary rows among "
-                                       "ties at the k-th score, so 'ties by age in catalogue' is not kept")
 def test_top_k_breaks_ties_by_age_in_catalogue() -> None:
     scores = dict(zip([f"i{n}" for n in range(10)], [2.0, 1, 0, 1, 0, 2, 1, 1, 0, 2], strict=True))
 

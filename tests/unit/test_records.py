@@ -138,17 +138,12 @@ def test_rejects_ids_that_are_not_non_empty_strings_or_ints(bad_id: object) -> N
 # -- known bugs: decoding raises something other than InvalidRecord ------------------
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="bug: records.decode_event tests `event_type not in rules.types` (a dict) "
-                          "with an unhashable JSON value")
 @pytest.mark.parametrize("bad_type", [[1], {"a": 1}])
 def test_rejects_unhashable_event_type(bad_type: object) -> None:
     with pytest.raises(InvalidRecord, match="unknown event type"):
         decode_event(view(type=bad_type), RULES)
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="bug: records._finite_number calls math.isfinite on an int too large for a float")
 @pytest.mark.parametrize("field_name", ["value", "ts"])
 def test_rejects_integer_too_large_for_a_float(field_name: str) -> None:
     raw = b'{"user_id":"u","item_id":"i","type":"rating","value":1,"%s":1%s}' % (
@@ -158,8 +153,6 @@ def test_rejects_integer_too_large_for_a_float(field_name: str) -> None:
         decode_event(raw, RULES)
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError,
-                   reason="bug: records._load_object does not catch RecursionError from json.loads")
 @pytest.mark.parametrize("decode", [
     lambda raw: decode_event(raw, RULES),
     lambda raw: decode_request(raw, RULES, MAX_K),
@@ -172,8 +165,6 @@ def test_rejects_deeply_nested_json_under_the_size_limit(decode) -> None:
         decode(raw)
 
 
-@pytest.mark.xfail(strict=True, reason="bug?: an ISO-8601 ts before 1970 gives negative epoch ms, "
-                                       "which a numeric ts is rejected for")
 def test_rejects_iso_timestamp_before_epoch_like_numeric_one() -> None:
     with pytest.raises(InvalidRecord):
         decode_event(view(ts="1969-12-31T23:59:59Z"), RULES)
@@ -247,9 +238,6 @@ def test_arbitrary_json_decodes_to_event_or_invalid_record(value: object) -> Non
     decodes_or_rejects_event(json.dumps(value).encode())
 
 
-@pytest.mark.xfail(strict=True, raises=(TypeError, OverflowError),
-                   reason="bugs: see test_rejects_unhashable_event_type and "
-                          "test_rejects_integer_too_large_for_a_float; remove this marker once fixed")
 @settings(PROPERTY, report_multiple_bugs=False)
 @given(event_dicts(st.integers(), any_type=True))
 @example({"user_id": "u", "item_id": "i", "type": [1]})

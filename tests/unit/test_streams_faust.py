@@ -265,9 +265,6 @@ def test_invalid_event_goes_to_the_dead_letter_topic_only(app: StreamrecApp, out
     assert counted(app.pipeline, "streamrec_dead_lettered_total", topic=f"{PREFIX}events") == 1
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="bug: records.decode_event raises TypeError for an unhashable 'type', which "
-                          "crashes the events agent instead of dead-lettering the message")
 def test_event_with_a_list_as_type_goes_to_the_dead_letter_topic(app: StreamrecApp, outputs) -> None:
     async def scenario(feed: Feed) -> None:
         await feed.put(event(type=["view"]), key=b"u1")
