@@ -36,14 +36,17 @@ def _credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
     return None
 
 
-def create_app(settings: Settings) -> StreamrecApp:
-    """Build the worker's Faust app from ``settings`` (nothing connects until it starts)."""
+def create_app(settings: Settings, store: str = "rocksdb://") -> StreamrecApp:
+    """Build the worker's Faust app from ``settings`` (nothing connects until it starts).
+
+    ``store`` is the Faust table store: RocksDB in workers, ``"memory://"`` in unit tests.
+    """
     kafka, worker = settings.kafka, settings.worker
     app = StreamrecApp(
         worker.app_id,
         broker=[f"kafka://{server}" for server in kafka.bootstrap_servers],
         broker_credentials=_credentials(settings),
-        store="rocksdb://",
+        store=store,
         datadir=str(worker.data_dir),
         web_bind=worker.web_host,
         web_host=worker.web_host,

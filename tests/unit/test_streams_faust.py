@@ -2,8 +2,7 @@
 
 No broker: tables use ``memory://`` and every topic the pipeline writes to is
 replaced by an ``Outbox`` recorder (faust ``docs/userguide/testing.rst``, "Mock anything
-that leaves the process"). ``create_app`` hard-codes ``store="rocksdb://"``; tables
-open their store lazily, so setting ``app.conf.store`` before the first access works.
+that leaves the process"). ``create_app`` takes the store URL.
 """
 
 from __future__ import annotations
@@ -41,8 +40,7 @@ def app(tmp_path: Path) -> StreamrecApp:
     settings = load_settings(worker={"data_dir": tmp_path / "data", "app_id": "unit-app"},
                              topics={"prefix": PREFIX, "partitions": 2},
                              model={"k": 3}, events={"dedup_window": 10})
-    app = create_app(settings)
-    app.conf.store = "memory://"
+    app = create_app(settings, store="memory://")
     return app
 
 
