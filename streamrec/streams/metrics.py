@@ -29,6 +29,9 @@ class WorkerMetrics:
             "streamrec_processing_seconds", "Time from taking a message off the stream to "
             "handing its output to the producer.", ["topic"], buckets=LATENCY_BUCKETS,
             registry=self.registry)
+        self.assigned_partitions = Gauge(
+            "streamrec_assigned_partitions", "Partitions of the events topic this worker owns "
+            "(0 while the group rebalances).", registry=self.registry)
         self.catalog_items = Gauge(
             "streamrec_catalog_items", "Items in this worker's replica of the item state.",
             registry=self.registry)

@@ -72,6 +72,13 @@ class Pipeline:
         # Items changed since the last publication: coalesces item-state traffic to
         # one record per changed item per interval. Bounded by the catalogue size.
         self._dirty_items: dict[str, tuple[float, int]] = {}
+        self.metrics.assigned_partitions.set_function(self.owned_event_partitions)
+
+    def owned_event_partitions(self) -> int:
+        """How many events partitions this worker owns now (0 while rebalancing)."""
+        if self.app.rebalancing:
+            return 0
+        return sum(1 for tp in self.app.consumer.assignment() if tp.topic == self.names.events)
 
     # -- events ---------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -129,6 +130,34 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     for worker in started:
         with contextlib.suppress(Exception):
             worker.stop()
+
+
+def metric(settings: Settings, name: str) -> float:
+    """One sample of a worker's Prometheus metrics (0 when absent or not serving yet)."""
+    url = f"http://127.0.0.1:{settings.worker.web_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            lines = response.read().decode().splitlines()
+    except OSError:
+        return 0.0
+    for line in lines:
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def wait_until_balanced(workers: list[Settings], timeout_s: float = 60.0) -> list[float]:
+    """Wait until every worker owns events partitions and together they own all, twice in a row."""
+    deadline = time.monotonic() + timeout_s
+    stable = 0
+    while time.monotonic() < deadline:
+        owned = [metric(s, "streamrec_assigned_partitions") for s in workers]
+        balanced = min(owned) > 0 and sum(owned) == workers[0].topics.partitions
+        stable = stable + 1 if balanced else 0
+        if stable >= 3:
+            return owned
+        time.sleep(0.5)
+    raise AssertionError(f"workers never settled on a partition split: {owned}")
 
 
 def collect(settings: Settings, topic: str, done: Callable[[list[Received]], bool],

@@ -1,0 +1,64 @@
+"""Two workers in one consumer group split the partitions and still answer every event once."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from streamrec.broker import free_port
+from streamrec.config import Settings, with_section
+from streamrec.load.producer import make_producer
+
+from .conftest import collect, metric, topic_names, values, wait_until_balanced
+
+pytestmark = pytest.mark.integration
+
+
+def test_two_workers_split_partitions_and_each_event_gets_one_recommendation(
+        settings: Settings, start_worker: Any) -> None:
+    names = topic_names(settings)
+    first = start_worker(settings, name="first")
+    second_settings = with_section(settings, "worker", web_port=free_port(),
+                                   data_dir=settings.worker.data_dir.with_name("state-second"))
+    second = start_worker(second_settings, name="second")
+    wait_until_balanced([settings, second_settings])
+
+    events = [{"user_id": f"user{n % 40}", "item_id": f"item{n % 17}", "type": "click",
+               "event_id": f"scale-{n}", "ts": 1_700_000_000_000 + n} for n in range(200)]
+    producer = make_producer(settings)
+    for event in events:
+        producer.send(names.events, key=event["user_id"].encode(), value=json.dumps(event).encode())
+    producer.flush()
+    producer.close()
+    wanted = {e["event_id"] for e in events}
+
+    def all_answered(records: list[Any]) -> bool:
+        return wanted <= {v.get("event_id") for v in values(records, trigger="event")}
+
+    collect(settings, names.recommendations, all_answered, timeout_s=90)
+    time.sleep(2)
+    pushed = values(collect(settings, names.recommendations, lambda r: False, 4), trigger="event")
+    counts = Counter(v["event_id"] for v in pushed if v["event_id"] in wanted)
+    assert counts == Counter(dict.fromkeys(wanted, 1)), (first.log()[-1500:], second.log()[-1500:])
+
+    # Both workers did part of the work: the partitions were split between them.
+    applied = [metric(s, 'streamrec_events_in_total{outcome="applied"}')
+               for s in (settings, second_settings)]
+    assert sum(applied) == len(events) and min(applied) > 0, applied
+
+    # Either worker answers over HTTP for any user (forwarding to the owner when needed).
+    for user in ("user1", "user2", "user3", "user4"):
+        answers = [_get_json(s, f"/recommendations/{user}") for s in (settings, second_settings)]
+        assert answers[0]["items"] == answers[1]["items"]
+        assert answers[0]["user_id"] == user
+
+
+def _get_json(settings: Settings, path: str) -> Any:
+    url = f"http://127.0.0.1:{settings.worker.web_port}{path}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
