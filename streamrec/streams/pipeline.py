@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import faust
+from faust.exceptions import ConsumerNotStarted
 from faust.types import EventT
 
 from streamrec.config import Settings
@@ -78,7 +79,11 @@ class Pipeline:
         """How many events partitions this worker owns now (0 while rebalancing)."""
         if self.app.rebalancing:
             return 0
-        return sum(1 for tp in self.app.consumer.assignment() if tp.topic == self.names.events)
+        try:
+            assignment = self.app.consumer.assignment()
+        except ConsumerNotStarted:
+            return 0
+        return sum(1 for tp in assignment if tp.topic == self.names.events)
 
     # -- events ---------------------------------------------------------------
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -24,12 +23,8 @@ KEY_OPTIONS = {
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No STREAMREC_* variables, no config/streamrec.toml, and a wide terminal for help text."""
-    for name in list(os.environ):
-        if name.startswith("STREAMREC_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+def wide_plain_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wide terminal without colours, so help text is not wrapped or styled."""
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("TERM", "dumb")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,6 @@ from streamrec.errors import ConfigError
 from streamrec.streams.topics import TopicNames, client_options, ssl_context, topic_specs
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No STREAMREC_* variables and no config/streamrec.toml from the developer's checkout."""
-    for name in list(os.environ):
-        if name.startswith("STREAMREC_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture

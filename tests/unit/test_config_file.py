@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from streamrec.config import EventSettings, Settings, load_settings
+from streamrec.config import Settings, load_settings
 
 CONFIG_FILE = Path(__file__).resolve().parents[2] / "config" / "streamrec.toml"
 ENV_COMMENT = re.compile(r"\benv:\s*(STREAMREC_\w+)")
