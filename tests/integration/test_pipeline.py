@@ -23,7 +23,7 @@ from streamrec.load.producer import make_producer
 from streamrec.models.popularity import decay
 from streamrec.load.request import request_recommendations
 
-from .conftest import collect, topic_names, values
+from tests.harness import collect, topic_names, values
 
 pytestmark = pytest.mark.integration
 

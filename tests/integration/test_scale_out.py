@@ -14,7 +14,7 @@ from streamrec.broker import free_port
 from streamrec.config import Settings, with_section
 from streamrec.load.producer import make_producer
 
-from .conftest import collect, metric, topic_names, values, wait_until_balanced
+from tests.harness import collect, metric, topic_names, values, wait_until_balanced
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,6 @@
-"""Integration fixtures: a real broker for the session, real worker subprocesses per test.
+"""Broker and worker harness for the integration and reliability tests.
+
+A real broker for the session, real worker subprocesses per test.
 
 The embedded broker starts once per session, unless ``STREAMREC_TEST_BROKER``
 names a running Kafka-compatible broker (``host:port``). Every test gets its
