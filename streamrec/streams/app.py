@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 
+from functools import cached_property
+
 import faust
-from faust.types import StreamT
+from faust.types import ProducerT, StreamT
+from mode.utils.futures import StampedeWrapper
 
 from streamrec.config import Settings
 from streamrec.streams.pipeline import Pipeline
@@ -22,6 +25,24 @@ class StreamrecApp(faust.App):
 
     def _new_transport(self) -> Transport:
         return Transport(self.conf.broker_consumer, self)
+
+    async def maybe_start_producer(self) -> ProducerT:
+        """Return the started producer; Faust calls this before *every* send.
+
+        Faust's version is wrapped in mode's ``@stampede``, which yields to the
+        event loop three times per call, so the task draining the producer buffer
+        sent one message every three loop turns and fell behind at a few hundred
+        events/s ("producer buffer full"). The started case needs no lock.
+        """
+        producer = self.producer
+        if producer.started and not self.in_transaction:
+            return producer
+        return await self._start_producer_once()
+
+    @cached_property
+    def _start_producer_once(self) -> StampedeWrapper:
+        # Faust's original, stampede-protected, for the rare not-yet-started case.
+        return StampedeWrapper(faust.App.maybe_start_producer.__wrapped__, self)
 
 
 def _credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
@@ -86,8 +107,8 @@ def _register_processors(app: StreamrecApp, pipeline: Pipeline) -> None:
             await pipeline.on_item_update(event)
 
     @app.timer(pipeline.settings.model.item_publish_interval_ms / 1000.0)
-    async def publish_item_state() -> None:
-        await pipeline.publish_item_state()
+    async def publish_coalesced() -> None:
+        await pipeline.publish_coalesced()
 
     @app.task
     async def replicate_item_state() -> None:

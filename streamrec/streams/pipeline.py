@@ -70,8 +70,11 @@ class Pipeline:
         table_options: dict[str, Any] = {"partitions": n, "key_type": bytes, "default": None}
         self.users = app.Table("users", **table_options)
         self.item_popularity = app.Table("item_popularity", **table_options)
-        # Items changed since the last publication: coalesces item-state traffic to
-        # one record per changed item per interval. Bounded by the catalogue size.
+        # Coalescing buffers, drained every model.item_publish_interval_ms, so internal
+        # traffic grows with distinct items changed, not with events. Both are bounded
+        # by the catalogue size. Item-side updates not yet sent when a worker crashes
+        # are lost (at most one interval of popularity weight); user state is not.
+        self._pending_updates: dict[str, tuple[float, int]] = {}
         self._dirty_items: dict[str, tuple[float, int]] = {}
         self.metrics.assigned_partitions.set_function(self.owned_event_partitions)
 
@@ -115,10 +118,11 @@ class Pipeline:
         weight = event_weight(record.type, record.value, self.settings.events.types,
                               self.settings.events.value_weighted_types)
         if weight > 0:
-            update = json.dumps({"w": weight, "ts": event_ts}).encode()
-            self.item_updates.send_soon(key=record.item_id.encode(), value=update)
+            pending = self._pending_updates.get(record.item_id, (0.0, event_ts))
+            self._pending_updates[record.item_id] = add_event(
+                *pending, weight, event_ts, model.popularity_half_life_s)
         self.metrics.events_in.labels("applied").inc()
-        await self.emit(self.recommend(record.user_id, model.k, trigger="event",
+        await self.emit(self.recommend(record.user_id, model.k, trigger="event", history=history,
                                        event_ts=event_ts, event_id=record.event_id))
         self.metrics.processing_seconds.labels("events").observe(time.perf_counter() - started)
 
@@ -144,9 +148,13 @@ class Pipeline:
         self.metrics.processing_seconds.labels("requests").observe(time.perf_counter() - started)
 
     def recommend(self, user_id: str, k: int, trigger: str, exclude: tuple[str, ...] = (),
-                  **fields: Any) -> Recommendation:
-        """The user's top-K now, from local state (call it on the user's partition owner)."""
-        history = UserHistory.from_dict(self.users.get(user_id.encode()))
+                  history: UserHistory | None = None, **fields: Any) -> Recommendation:
+        """The user's top-K now, from local state (call it on the user's partition owner).
+
+        ``history`` saves a table read when the caller already holds the user's state.
+        """
+        if history is None:
+            history = UserHistory.from_dict(self.users.get(user_id.encode()))
         ranked = self.recommender.recommend(history, k, exclude)
         return Recommendation(
             user_id=user_id,
@@ -186,8 +194,16 @@ class Pipeline:
         self.item_popularity[item_key] = list(updated)
         self._dirty_items[item_id] = updated
 
-    async def publish_item_state(self) -> None:
-        """Publish every item changed since the last call to the replicated item-state topic."""
+    async def publish_coalesced(self) -> None:
+        """Send the merged item-side updates to their owners and the changed item states to all.
+
+        Decayed weights add linearly, so one merged update per item per interval
+        gives the owner exactly the score that one update per event would.
+        """
+        pending, self._pending_updates = self._pending_updates, {}
+        for item_id, (weight, ts) in pending.items():
+            update = json.dumps({"w": weight, "ts": ts}).encode()
+            await self.item_updates.send(key=item_id.encode(), value=update)
         dirty, self._dirty_items = self._dirty_items, {}
         for item_id, (score, ts) in dirty.items():
             state = json.dumps({"item_id": item_id, "popularity": score, "ts": ts}).encode()

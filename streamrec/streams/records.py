@@ -84,8 +84,17 @@ class Recommendation:
 
     def to_json(self) -> bytes:
         """Encode as the JSON value published on the recommendations topic."""
-        body = {k: v for k, v in asdict(self).items() if v is not None}
-        return json.dumps(body, separators=(",", ":")).encode()
+        # Built by hand: dataclasses.asdict deep-copies and costs ~5% of a worker's CPU.
+        body: dict[str, Any] = {
+            "user_id": self.user_id,
+            "items": [{"item_id": item.item_id, "score": item.score} for item in self.items],
+            "trigger": self.trigger, "model_version": self.model_version, "source": self.source,
+            "emitted_ts": self.emitted_ts, "request_id": self.request_id,
+            "event_ts": self.event_ts, "event_id": self.event_id,
+            "schema_version": self.schema_version,
+        }
+        return json.dumps({k: v for k, v in body.items() if v is not None},
+                          separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import faust
 
@@ -11,6 +12,19 @@ from streamrec.streams.app import create_app
 from streamrec.streams.topics import create_topics
 
 log = logging.getLogger(__name__)
+
+
+class Worker(faust.Worker):
+    """Faust's worker, without leaving the root logger at DEBUG.
+
+    ``faust.Worker``'s spinner sets the root logger to DEBUG and never resets it,
+    so every debug call in aiokafka and Faust builds a log record (about a tenth
+    of the worker's CPU); we put the configured level back.
+    """
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: Any) -> None:
+        super().on_setup_root_logger(logger, level)
+        logger.setLevel(level)
 
 
 def run_worker(settings: Settings) -> None:
@@ -26,5 +40,5 @@ def run_worker(settings: Settings) -> None:
     except Exception as exc:  # noqa: BLE001 - a cluster may forbid creation; Faust still runs
         log.warning("could not create topics (%r); assuming they exist", exc)
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=settings.worker.log_level.upper())
+    worker = Worker(app, loglevel=settings.worker.log_level.upper())
     worker.execute_from_commandline()

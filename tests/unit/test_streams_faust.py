@@ -208,12 +208,28 @@ def test_weighted_event_sends_an_item_update_keyed_by_item(app: StreamrecApp, ou
     async def scenario(feed: Feed) -> None:
         await feed.put(event(type="rating", value=3.0, ts=T0_MS), key=b"u1")
         await feed.put(event(item_id="i2", type="purchase", ts=T0_MS + 1), key=b"u1")
+        assert outputs["item_updates"].messages == []  # coalesced until the next publication
+        await feed.pipeline.publish_coalesced()
 
     run_events(app, scenario)
 
     out = outputs["item_updates"]
     assert out.keys == [b"i1", b"i2"]
     assert out.values == [{"w": 3.0, "ts": T0_MS}, {"w": 8.0, "ts": T0_MS + 1}]
+
+
+def test_events_on_one_item_coalesce_into_one_decayed_update(app: StreamrecApp, outputs) -> None:
+    half_life_ms = int(app.pipeline.settings.model.popularity_half_life_s * 1000)
+
+    async def scenario(feed: Feed) -> None:
+        await feed.put(event(user_id="u1", type="purchase", ts=T0_MS), key=b"u1")
+        await feed.put(event(user_id="u2", type="purchase", ts=T0_MS + half_life_ms), key=b"u2")
+        await feed.pipeline.publish_coalesced()
+
+    run_events(app, scenario)
+
+    # 8 decayed by one half-life plus 8, as of the later event: what two updates would give.
+    assert outputs["item_updates"].values == [{"w": pytest.approx(12.0), "ts": T0_MS + half_life_ms}]
 
 
 def test_zero_weight_event_updates_no_item_but_still_recommends(app: StreamrecApp, outputs) -> None:
@@ -229,6 +245,7 @@ def test_zero_weight_event_updates_no_item_but_still_recommends(app: StreamrecAp
 def test_event_without_ts_uses_the_message_timestamp(app: StreamrecApp, outputs) -> None:
     async def scenario(feed: Feed) -> None:
         await feed.put(event(), key=b"u1", timestamp=T0_MS / 1000)
+        await feed.pipeline.publish_coalesced()
 
     run_events(app, scenario)
 
@@ -282,6 +299,7 @@ def test_duplicate_event_id_is_applied_once(app: StreamrecApp, outputs) -> None:
     async def scenario(feed: Feed) -> None:
         await feed.put(event(event_id="e1"), key=b"u1")
         await feed.put(event(event_id="e1"), key=b"u1")
+        await feed.pipeline.publish_coalesced()
 
     run_events(app, scenario)
 
@@ -370,8 +388,8 @@ def test_item_updates_accumulate_decayed_popularity_and_publish_once(app: Stream
         for ts in (T0_MS, T0_MS + half_life_ms):
             await feed.agent.put(json.dumps({"w": 4.0, "ts": ts}).encode(), key=b"i9")
             await until(lambda: (pipeline.item_popularity.get(b"i9") or [0, 0])[1] == ts)  # noqa: B023
-        await pipeline.publish_item_state()
-        await pipeline.publish_item_state()  # nothing changed since: publishes nothing
+        await pipeline.publish_coalesced()
+        await pipeline.publish_coalesced()  # nothing changed since: publishes nothing
 
     run_agent(app, "streamrec.items", scenario)
 
