@@ -6,6 +6,7 @@ import contextlib
 import functools
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,7 +141,9 @@ def run_demo(settings: Settings, rate: float, duration_s: float, invalid_every: 
         create_topics(settings)
         with _worker_process(settings, workdir / "worker.log", config) as process:
             console.print(f"worker ready in {wait_until_serving(settings, process, 90):.1f}s")
-            return _drive(settings, names, rate, duration_s, invalid_every, console)
+            summary = _drive(settings, names, rate, duration_s, invalid_every, console)
+    shutil.rmtree(settings.worker.data_dir, ignore_errors=True)  # keep the logs, not the state
+    return summary
 
 
 def _drive(settings: Settings, names: TopicNames, rate: float, duration_s: float,
