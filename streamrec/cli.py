@@ -155,7 +155,7 @@ def consume(
     config: ConfigOption = None,
 ) -> None:
     """Print records of a streamrec topic as they arrive (Ctrl-C to stop)."""
-    from streamrec.load.consume import open_consumer, read
+    from streamrec.streams.clients import open_consumer, read
 
     settings = _settings(config, broker, prefix)
     try:

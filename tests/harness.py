@@ -26,7 +26,7 @@ import pytest
 
 from streamrec.broker import EmbeddedBroker, free_port
 from streamrec.config import Settings, load_settings
-from streamrec.load.consume import Received, open_consumer, read
+from streamrec.streams.clients import Received, open_consumer, read
 from streamrec.load.demo import wait_until_serving
 from streamrec.streams.topics import TopicNames, create_topics
 

@@ -29,7 +29,7 @@ from streamrec.broker import EmbeddedBroker, free_port
 from streamrec.config import Settings, with_section
 from streamrec.errors import StreamrecError
 from streamrec.eval.synthetic import SyntheticConfig, SyntheticEvents, invalid_events
-from streamrec.load.consume import open_consumer, read
+from streamrec.streams.clients import open_consumer, read
 from streamrec.load.producer import Message, produce, stamp_event
 from streamrec.load.request import NoAnswer, request_recommendations
 from streamrec.streams.topics import TopicNames, create_topics

@@ -14,9 +14,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kafka import KafkaProducer
-
 from streamrec.config import Settings
+from streamrec.streams.clients import make_producer
 
 #: A message as (key, value) bytes; key ``None`` lets the producer pick a partition.
 Message = tuple[bytes | None, bytes]
@@ -44,14 +43,6 @@ def stamp_event(event: dict[str, object]) -> Message:
     key = event.get("user_id")
     return (str(key).encode() if key is not None else None,
             json.dumps(event, separators=(",", ":")).encode())
-
-
-def make_producer(settings: Settings) -> KafkaProducer:
-    """A kafka-python producer with streamrec's connection and latency settings."""
-    from streamrec.streams.topics import client_options
-
-    return KafkaProducer(**client_options(settings.kafka), linger_ms=settings.kafka.producer_linger_ms,
-                         acks=1, retries=5)
 
 
 def produce(settings: Settings, topic: str, messages: Iterable[Message | Callable[[], Message]],

@@ -9,8 +9,8 @@ from typing import Any
 
 from streamrec.config import Settings
 from streamrec.errors import StreamrecError
-from streamrec.load.consume import open_consumer, read
-from streamrec.load.producer import make_producer
+from streamrec.streams.clients import open_consumer, read
+from streamrec.streams.clients import make_producer
 from streamrec.streams.topics import TopicNames
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from streamrec.config import Settings, with_section
 from streamrec.eval.synthetic import invalid_events
-from streamrec.load.producer import make_producer
+from streamrec.streams.clients import make_producer
 from streamrec.models.popularity import decay
 from streamrec.load.request import request_recommendations
 

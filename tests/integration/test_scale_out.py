@@ -12,7 +12,7 @@ import pytest
 
 from streamrec.broker import free_port
 from streamrec.config import Settings, with_section
-from streamrec.load.producer import make_producer
+from streamrec.streams.clients import make_producer
 
 from tests.harness import collect, metric, topic_names, values, wait_until_balanced
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from streamrec.config import Settings
-from streamrec.load.producer import make_producer
+from streamrec.streams.clients import make_producer
 from streamrec.load.request import request_recommendations
 from tests.harness import collect, topic_names, values
 

@@ -12,8 +12,8 @@ import streamrec
 PACKAGE = Path(streamrec.__file__).parent
 KAFKA_PACKAGES = {"faust", "aiokafka", "kafka", "mode"}
 PURE_CORE = ("models", "index", "eval")
-# Modules allowed to talk to Kafka: the Faust shell, the CLI, the broker launcher, load tools.
-SHELL = ("streams", "load", "cli.py", "broker.py")
+# Modules allowed to talk to Kafka: the Faust shell, the CLI and the broker launcher.
+SHELL = ("streams", "cli.py", "broker.py")
 
 
 def imported_top_level_packages(source: str) -> set[str]:
@@ -76,7 +76,7 @@ def test_every_module_outside_the_shell_is_checked() -> None:
 
 
 @pytest.mark.parametrize("path", outside_shell(), ids=relative)
-def test_module_outside_streams_cli_broker_and_load_does_not_import_kafka_or_faust(path: Path) -> None:
+def test_module_outside_streams_cli_and_broker_does_not_import_kafka_or_faust(path: Path) -> None:
     assert not kafka_imports(path), f"{relative(path)} imports {sorted(kafka_imports(path))}"
 
 

@@ -1,4 +1,9 @@
-"""Read streamrec topics as they arrive (``streamrec consume``, the demo, latency probes)."""
+"""Plain Kafka clients (kafka-python) for tools outside the worker.
+
+The load producer, ``streamrec consume``/``recommend``, the demo and the tests
+talk to Kafka through these functions, so Kafka imports stay in ``streams/``.
+Connection failures become :class:`BrokerUnavailable` with a message saying what to do.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,35 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from streamrec.config import Settings
+from streamrec.errors import BrokerError, StreamrecError
+from streamrec.streams.topics import client_options
+
+
+class TopicMissing(StreamrecError, ValueError):
+    """A topic streamrec needs does not exist."""
+
+
+class BrokerUnavailable(BrokerError):
+    """No broker answered at the configured address."""
+
+
+def _unavailable(settings: Settings, exc: Exception) -> BrokerUnavailable:
+    return BrokerUnavailable(
+        f"cannot reach Kafka at {settings.kafka.broker} ({exc!r}). Start one with "
+        "`streamrec broker`, or pass --broker / set STREAMREC_KAFKA__BROKER.")
+
+
+def make_producer(settings: Settings) -> KafkaProducer:
+    """A kafka-python producer with streamrec's connection and latency settings."""
+    try:
+        return KafkaProducer(**client_options(settings.kafka),
+                             linger_ms=settings.kafka.producer_linger_ms, acks=1, retries=5)
+    except KafkaError as exc:
+        raise _unavailable(settings, exc) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +62,13 @@ def open_consumer(settings: Settings, topics: list[str], from_beginning: bool) -
     Without ``from_beginning`` it starts at the current end (positions are
     resolved before returning, so nothing sent afterwards is missed).
     """
-    from streamrec.streams.topics import client_options
-
-    consumer = KafkaConsumer(**client_options(settings.kafka), group_id=None,
-                             enable_auto_commit=False, fetch_max_wait_ms=max(settings.kafka.fetch_max_wait_ms, 1),
-                             auto_offset_reset="earliest" if from_beginning else "latest")
+    try:
+        consumer = KafkaConsumer(
+            **client_options(settings.kafka), group_id=None, enable_auto_commit=False,
+            fetch_max_wait_ms=max(settings.kafka.fetch_max_wait_ms, 1),
+            auto_offset_reset="earliest" if from_beginning else "latest")
+    except KafkaError as exc:
+        raise _unavailable(settings, exc) from exc
     partitions = [TopicPartition(topic, p) for topic in topics
                   for p in sorted(_partitions(consumer, topic))]
     consumer.assign(partitions)
@@ -56,7 +89,7 @@ def _partitions(consumer: KafkaConsumer, topic: str) -> set[int]:
         if found:
             return found
         time.sleep(0.1)
-    raise ValueError(f"topic {topic!r} does not exist; create it with `streamrec topics create`")
+    raise TopicMissing(f"topic {topic!r} does not exist; create it with `streamrec topics create`")
 
 
 def read(consumer: KafkaConsumer, idle_timeout_s: float | None = None,
