@@ -110,12 +110,12 @@ class EmbeddedBroker:
                 "or choose another port with --port."
             )
         listener = f"tcp://{self.host}:{self.port}"
-        output = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self._process = subprocess.Popen(
-            [str(binary), "broker", "--listener-url", listener,
-             "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"],
-            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        with open(self.log_path or os.devnull, "ab") as output:  # the child keeps its own copy
+            self._process = subprocess.Popen(
+                [str(binary), "broker", "--listener-url", listener,
+                 "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"],
+                stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            )
         try:
             wait_for_port(self.host, self.port, timeout_s)
         except BrokerError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,12 +33,12 @@ def _settings(config: Path | None, broker: str | None = None, prefix: str | None
     """Load settings, then apply the command-line overrides (they win over everything)."""
     try:
         settings = load_settings(config)
+        if broker is not None:
+            settings = with_section(settings, "kafka", broker=broker)
+        if prefix is not None:
+            settings = with_section(settings, "topics", prefix=prefix)
     except StreamrecError as exc:
         _fail(str(exc))
-    if broker:
-        settings = with_section(settings, "kafka", broker=broker)
-    if prefix is not None:
-        settings = with_section(settings, "topics", prefix=prefix)
     return settings
 
 
@@ -45,6 +46,15 @@ def _fail(message: str) -> Any:
     err.print("[bold red]error:[/]", end=" ")
     err.print(message, markup=False, highlight=False)
     raise typer.Exit(code=1)
+
+
+def _interrupt_on_termination() -> None:
+    """Make SIGTERM and SIGHUP behave like Ctrl-C, so child processes are stopped on the way out."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupt)
 
 
 def _progress() -> Progress:
@@ -66,6 +76,7 @@ def broker(
     from streamrec.broker import EmbeddedBroker
 
     settings = _settings(config)
+    _interrupt_on_termination()
     embedded = EmbeddedBroker(host or settings.embedded.host,
                               settings.embedded.port if port is None else port)
     try:
@@ -98,14 +109,18 @@ def worker(
 
     settings = _settings(config, broker, prefix)
     changes = {k: v for k, v in {"web_port": web_port, "data_dir": data_dir}.items() if v is not None}
-    run_worker(with_section(settings, "worker", **changes))
+    try:
+        settings = with_section(settings, "worker", **changes)
+    except StreamrecError as exc:
+        _fail(str(exc))
+    run_worker(settings)
 
 
 @app.command()
 def produce(
     file: Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
                                               help="Events from a .jsonl or .csv file.")] = None,
-    rate: Annotated[float, typer.Option(help="Target events per second.")] = 100.0,
+    rate: Annotated[float, typer.Option(min=0.001, help="Target events per second.")] = 100.0,
     count: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
     users: Annotated[int, typer.Option(help="Synthetic: number of distinct users.")] = 1000,
@@ -230,10 +245,14 @@ def demo(
     from streamrec.load.demo import run_demo
 
     settings = _settings(config)
+    _interrupt_on_termination()
     try:
         summary = run_demo(settings, rate, duration, invalid_every, err, config)
     except StreamrecError as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:
+        err.print("demo interrupted; the broker and the worker were stopped")
+        raise typer.Exit(code=130) from None
     typer.echo(json.dumps(summary))
     if not summary["ok"]:
         raise typer.Exit(code=1)
@@ -241,7 +260,12 @@ def demo(
 
 def main() -> None:
     """Entry point of the ``streamrec`` console script."""
-    app(prog_name="streamrec")
+    try:
+        app(prog_name="streamrec")
+    except StreamrecError as exc:  # expected failures: a message, not a traceback
+        err.print("[bold red]error:[/]", end=" ")
+        err.print(str(exc), markup=False, highlight=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

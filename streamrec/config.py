@@ -284,6 +284,18 @@ def check_environment_names(environ: Mapping[str, str]) -> None:
 
 
 def with_section(settings: Settings, section: str, **changes: Any) -> Settings:
-    """Return a copy of ``settings`` with fields of one section replaced."""
+    """Return a copy of ``settings`` with fields of one section replaced (and validated).
+
+    Raises
+    ------
+    ConfigError
+        When a changed value is invalid for its field.
+    """
     current = getattr(settings, section)
-    return settings.model_copy(update={section: current.model_copy(update=changes)})
+    try:
+        updated = type(current).model_validate({**current.model_dump(), **changes})
+    except ValidationError as exc:
+        problems = "; ".join(f"{section}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']} "
+                             f"(got {err.get('input')!r})" for err in exc.errors())
+        raise ConfigError(f"Invalid setting: {problems}.") from exc
+    return settings.model_copy(update={section: updated})

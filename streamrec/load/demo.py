@@ -61,9 +61,12 @@ class DemoStats:
         }
 
 
-def _demo_messages(stats: DemoStats, rate: float, invalid_every: int, max_id: int,
-                   max_bytes: int) -> Iterator[Any]:
-    """Synthetic events with one invalid event of a rotating kind every ``invalid_every``."""
+def _demo_messages(stats: DemoStats, invalid_every: int, max_id: int, max_bytes: int,
+                   stop: threading.Event) -> Iterator[Any]:
+    """Synthetic events with one invalid event of a rotating kind every ``invalid_every``.
+
+    Ends when ``stop`` is set, so the producer thread finishes with the demo.
+    """
     bad = itertools.cycle(raw for raw, _ in invalid_events(max_id, max_bytes).values())
     events = iter(SyntheticEvents(SyntheticConfig(n_users=200, n_items=300, seed=7),
                                   run_id=f"demo{int(time.time())}"))
@@ -77,6 +80,8 @@ def _demo_messages(stats: DemoStats, rate: float, invalid_every: int, max_id: in
 
     # Callables run at send time, so only what was really sent is counted.
     for index in itertools.count(1):
+        if stop.is_set():
+            return
         if invalid_every and index % invalid_every == 0:
             yield functools.partial(send_invalid, next(bad))
         else:
@@ -152,8 +157,9 @@ def _drive(settings: Settings, names: TopicNames, rate: float, duration_s: float
     consumer = open_consumer(settings, [names.recommendations, names.dead_letter], False)
     progress = Progress(console=console)
     task = progress.add_task("producing", total=int(rate * duration_s))
-    messages = _demo_messages(stats, rate, invalid_every, settings.events.max_id_length,
-                              settings.events.max_payload_bytes)
+    stop = threading.Event()
+    messages = _demo_messages(stats, invalid_every, settings.events.max_id_length,
+                              settings.events.max_payload_bytes, stop)
     producer = threading.Thread(target=produce, daemon=True, args=(
         settings, names.events, messages, rate, int(rate * duration_s), None,
         lambda n: progress.advance(task, n)))
@@ -164,14 +170,18 @@ def _drive(settings: Settings, names: TopicNames, rate: float, duration_s: float
                 and stats.dead_lettered >= stats.invalid_sent)
 
     redrawn = 0.0
-    with Live(_view(stats, progress), console=console, auto_refresh=False) as live:
-        for record in read(consumer, until_s=started + duration_s + 60, stop=finished):
-            _count(stats, record, names)
-            if time.monotonic() - redrawn > 0.25:  # redraw 4x/s, not per record
-                live.update(_view(stats, progress), refresh=True)
-                redrawn = time.monotonic()
-        live.update(_view(stats, progress), refresh=True)
-    consumer.close()
+    try:
+        with Live(_view(stats, progress), console=console, auto_refresh=False) as live:
+            for record in read(consumer, until_s=started + duration_s + 60, stop=finished):
+                _count(stats, record, names)
+                if time.monotonic() - redrawn > 0.25:  # redraw 4x/s, not per record
+                    live.update(_view(stats, progress), refresh=True)
+                    redrawn = time.monotonic()
+            live.update(_view(stats, progress), refresh=True)
+    finally:  # also on Ctrl-C: stop producing before the broker goes away
+        stop.set()
+        producer.join(timeout=10)
+        consumer.close()
     return stats.summary(time.monotonic() - started)
 
 

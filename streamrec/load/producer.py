@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamrec.config import Settings
+from streamrec.errors import StreamrecError
 from streamrec.streams.clients import make_producer
 
 #: A message as (key, value) bytes; key ``None`` lets the producer pick a partition.
@@ -87,17 +88,40 @@ def produce(settings: Settings, topic: str, messages: Iterable[Message | Callabl
     return report
 
 
+class EventFileError(StreamrecError):
+    """An event file cannot be read as events."""
+
+
 def read_event_file(path: Path) -> Iterator[dict[str, object]]:
-    """Events from a JSONL file (one object per line) or a CSV file with a header row."""
-    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+    """Events from a JSONL file (one object per line) or a CSV/TSV file with a header row.
+
+    CSV cells are text; numeric ``ts`` and ``value`` cells become numbers.
+    Each event is sent as it is: the worker validates and dead-letters, not the producer.
+    """
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
         with path.open() as lines:
-            for line in lines:
+            for number, line in enumerate(lines, start=1):
                 if line.strip():
-                    yield json.loads(line)
-    elif path.suffix.lower() in (".csv", ".tsv"):
+                    try:
+                        yield json.loads(line)
+                    except ValueError as exc:
+                        raise EventFileError(f"{path}:{number}: not a JSON object ({exc})") from None
+    elif suffix in (".csv", ".tsv"):
         with path.open(newline="") as handle:
-            dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
+            dialect = "excel-tab" if suffix == ".tsv" else "excel"
             for row in csv.DictReader(handle, dialect=dialect):
-                yield {k: v for k, v in row.items() if v not in (None, "")}
+                yield {k: _csv_cell(k, v) for k, v in row.items() if v not in (None, "")}
     else:
-        raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .jsonl or .csv")
+        raise EventFileError(f"{path}: unsupported file type {path.suffix!r}; use .jsonl or .csv")
+
+
+def _csv_cell(column: str, text: str) -> object:
+    """``ts`` and ``value`` cells as numbers when they are numbers; everything else as text."""
+    if column in ("ts", "value"):
+        try:
+            number = float(text)
+        except ValueError:
+            return text  # e.g. an ISO-8601 ts, or garbage the worker will dead-letter
+        return int(number) if column == "ts" and number.is_integer() else number
+    return text
