@@ -196,7 +196,7 @@ def consume(
 @app.command()
 def recommend(
     user: Annotated[str, typer.Argument(help="The user_id to recommend for.")],
-    k: Annotated[int | None, typer.Option(help="Number of items (default: model.k).")] = None,
+    k: Annotated[int | None, typer.Option(min=1, help="Number of items (default: model.k).")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 10.0,
     broker: BrokerOption = None,
     prefix: PrefixOption = None,

@@ -107,6 +107,7 @@ class EventSettings(_Section):
     max_id_length: int = Field(256, ge=1)
     max_payload_bytes: int = Field(16_384, ge=64)
     dedup_window: int = Field(256, ge=0, le=100_000)
+    max_future_skew_s: float = Field(3600.0, ge=0)
 
     @field_validator("types")
     @classmethod

@@ -14,6 +14,10 @@ from streamrec.streams.clients import make_producer
 from streamrec.streams.topics import TopicNames
 
 
+class RequestRefused(StreamrecError):
+    """The worker answered the request with an error."""
+
+
 class NoAnswer(StreamrecError):
     """No recommendation answered the request in time."""
 
@@ -41,6 +45,8 @@ def request_recommendations(settings: Settings, user_id: str, k: int | None = No
         producer.flush()
         for record in read(consumer, until_s=time.monotonic() + timeout_s):
             if isinstance(record.value, dict) and record.value.get("request_id") == request_id:
+                if record.value.get("error"):
+                    raise RequestRefused(f"the worker refused the request: {record.value['error']}")
                 return record.value
     finally:
         producer.close()

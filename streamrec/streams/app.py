@@ -94,17 +94,17 @@ def _register_processors(app: StreamrecApp, pipeline: Pipeline) -> None:
     @app.agent(pipeline.events, name="streamrec.events")
     async def process_events(stream: StreamT) -> None:
         async for event in stream.events():
-            await pipeline.on_event(event)
+            await pipeline.guarded(pipeline.on_event, event)
 
     @app.agent(pipeline.requests, name="streamrec.requests")
     async def process_requests(stream: StreamT) -> None:
         async for event in stream.events():
-            await pipeline.on_request(event)
+            await pipeline.guarded(pipeline.on_request, event)
 
     @app.agent(pipeline.item_updates, name="streamrec.items")
     async def process_item_updates(stream: StreamT) -> None:
         async for event in stream.events():
-            await pipeline.on_item_update(event)
+            await pipeline.guarded(pipeline.on_item_update, event)
 
     @app.timer(pipeline.settings.model.item_publish_interval_ms / 1000.0)
     async def publish_coalesced() -> None:

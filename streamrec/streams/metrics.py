@@ -22,6 +22,9 @@ class WorkerMetrics:
         self.dead_lettered = Counter(
             "streamrec_dead_lettered", "Messages sent to the dead-letter topic, by source topic.",
             ["topic"], registry=self.registry)
+        self.processing_errors = Counter(
+            "streamrec_processing_errors", "Messages skipped (and dead-lettered) because "
+            "processing raised an unexpected error, by topic.", ["topic"], registry=self.registry)
         self.recommendations_out = Counter(
             "streamrec_recommendations_out", "Recommendations emitted, by trigger (event, request).",
             ["trigger"], registry=self.registry)

@@ -16,7 +16,9 @@ events (by user) ──► validate, dedup, remember seen ──► recommendati
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -32,12 +34,15 @@ from streamrec.models.weights import event_weight
 from streamrec.streams.metrics import WorkerMetrics
 from streamrec.streams.records import (
     DeadLetter,
+    InvalidRequest,
     Recommendation,
     ScoredItem,
     decode_event,
     decode_request,
 )
 from streamrec.streams.topics import TopicNames
+
+log = logging.getLogger(__name__)
 
 _RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                         "key_serializer": "raw", "value_serializer": "raw"}
@@ -95,7 +100,7 @@ class Pipeline:
         started = time.perf_counter()
         message = event.message
         try:
-            record = decode_event(event.value, self.settings.events)
+            record = decode_event(event.value, self.settings.events, now_ms())
         except InvalidRecord as exc:
             self.metrics.events_in.labels("invalid").inc()
             await self.send_dead_letter(exc.reason, event)
@@ -136,6 +141,11 @@ class Pipeline:
         except InvalidRecord as exc:
             self.metrics.requests_in.labels("invalid").inc()
             await self.send_dead_letter(exc.reason, event)
+            if isinstance(exc, InvalidRequest):  # answerable: say why, so nobody waits in vain
+                await self.emit(Recommendation(
+                    user_id=exc.user_id, items=[], trigger="request", request_id=exc.request_id,
+                    model_version=self.recommender.model_version, source="error",
+                    emitted_ts=now_ms(), error=exc.reason))
             return
         if event.key != request.user_id.encode():
             self.metrics.requests_in.labels("rerouted").inc()
@@ -168,6 +178,18 @@ class Pipeline:
         self.recommendations.send_soon(key=recommendation.user_id.encode(),
                                         value=recommendation.to_json())
         self.metrics.recommendations_out.labels(recommendation.trigger).inc()
+
+    async def guarded(self, handler: Callable[[EventT], Awaitable[None]], event: EventT) -> None:
+        """Run a processor; a bug on one message dead-letters it instead of killing the agent."""
+        try:
+            await handler(event)
+        except Exception as exc:  # noqa: BLE001 - the worker must outlive any single message
+            log.exception("failed to process %s[%d]@%d", event.message.topic,
+                          event.message.partition, event.message.offset)
+            self.metrics.processing_errors.labels(event.message.topic).inc()
+            await self.send_dead_letter(
+                f"internal error while processing this message ({exc!r}); it was skipped. "
+                "This is a streamrec bug: please report it with this record", event)
 
     async def send_dead_letter(self, reason: str, event: EventT) -> None:
         """Send the original message and the reason to the dead-letter topic."""

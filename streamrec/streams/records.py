@@ -20,6 +20,8 @@ from streamrec.errors import InvalidRecord
 
 #: Version of the message formats below; bumped on incompatible changes.
 SCHEMA_VERSION = 1
+#: Most bytes of an original value copied into a dead letter.
+DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024
 
 UserId = str
 ItemId = str
@@ -80,6 +82,8 @@ class Recommendation:
     event_ts: int | None = None
     """Event time of the triggering event, epoch milliseconds."""
     event_id: str | None = None
+    error: str | None = None
+    """Why a request could not be served (then ``items`` is empty)."""
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> bytes:
@@ -90,7 +94,7 @@ class Recommendation:
             "items": [{"item_id": item.item_id, "score": item.score} for item in self.items],
             "trigger": self.trigger, "model_version": self.model_version, "source": self.source,
             "emitted_ts": self.emitted_ts, "request_id": self.request_id,
-            "event_ts": self.event_ts, "event_id": self.event_id,
+            "event_ts": self.event_ts, "event_id": self.event_id, "error": self.error,
             "schema_version": self.schema_version,
         }
         return json.dumps({k: v for k, v in body.items() if v is not None},
@@ -108,16 +112,25 @@ class DeadLetter:
     payload: str
     payload_encoding: str = "utf-8"
     """``"utf-8"``, or ``"base64"`` when the original bytes were not UTF-8."""
+    payload_bytes: int = 0
+    """Size of the original value; ``payload`` holds at most :data:`DEAD_LETTER_PAYLOAD_LIMIT` of it."""
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
     def of(cls, error: str, topic: str, partition: int, offset: int, raw: bytes | None) -> DeadLetter:
-        """Wrap the original bytes so nothing is lost, whatever they contain."""
+        """Wrap the original bytes, whatever they contain.
+
+        A huge value is cut to its first :data:`DEAD_LETTER_PAYLOAD_LIMIT` bytes (so the
+        dead letter itself stays under Kafka's message size); the whole value stays
+        on its topic at ``partition``/``offset``.
+        """
         raw = raw or b""
+        kept = raw[:DEAD_LETTER_PAYLOAD_LIMIT]
         try:
-            return cls(error, topic, partition, offset, raw.decode("utf-8"))
+            return cls(error, topic, partition, offset, kept.decode("utf-8"), "utf-8", len(raw))
         except UnicodeDecodeError:
-            return cls(error, topic, partition, offset, base64.b64encode(raw).decode(), "base64")
+            return cls(error, topic, partition, offset, base64.b64encode(kept).decode(), "base64",
+                       len(raw))
 
     def to_json(self) -> bytes:
         """Encode as the JSON value published on the dead-letter topic."""
@@ -204,8 +217,12 @@ def parse_timestamp_ms(value: Any) -> int | None:
     return int(number)
 
 
-def decode_event(raw: bytes | None, rules: EventSettings) -> Event:
+def decode_event(raw: bytes | None, rules: EventSettings, now_ms: int | None = None) -> Event:
     """Decode and validate one ``streamrec.events`` value.
+
+    ``now_ms`` (the worker's clock) enables the check that ``ts`` is not more than
+    ``rules.max_future_skew_s`` ahead: one event from the far future would
+    otherwise age every other item's popularity to nothing.
 
     Raises
     ------
@@ -224,11 +241,17 @@ def decode_event(raw: bytes | None, rules: EventSettings) -> Event:
     value = _finite_number(obj, "value")
     if value is None and event_type in rules.value_weighted_types:
         raise InvalidRecord(f"event type {event_type!r} needs a numeric 'value' (e.g. the rating)")
+    ts_ms = parse_timestamp_ms(obj.get("ts"))
+    if ts_ms is not None and now_ms is not None and ts_ms > now_ms + rules.max_future_skew_s * 1000:
+        raise InvalidRecord(
+            f"field 'ts' is {(ts_ms - now_ms) / 1000:.0f}s in the future (limit "
+            f"events.max_future_skew_s={rules.max_future_skew_s:g}); check the producer's clock "
+            "and that ts is in epoch milliseconds")
     return Event(
         user_id=user_id or "",
         item_id=item_id or "",
         type=event_type,
-        ts_ms=parse_timestamp_ms(obj.get("ts")),
+        ts_ms=ts_ms,
         event_id=_require_id(obj, "event_id", rules.max_id_length, required=False),
         value=value,
         context=obj.get("context"),
@@ -236,17 +259,38 @@ def decode_event(raw: bytes | None, rules: EventSettings) -> Event:
     )
 
 
+class InvalidRequest(InvalidRecord):
+    """A request that names who to answer (request_id, user_id) but is otherwise invalid."""
+
+    def __init__(self, reason: str, request_id: str, user_id: str) -> None:
+        super().__init__(reason)
+        self.request_id = request_id
+        self.user_id = user_id
+
+
 def decode_request(raw: bytes | None, rules: EventSettings, max_k: int) -> Request:
     """Decode and validate one ``streamrec.requests`` value.
 
     Raises
     ------
+    InvalidRequest
+        When the request can be answered (it has ``request_id`` and ``user_id``)
+        but something else is wrong: the caller answers with the reason.
     InvalidRecord
-        For a value that is not a valid request (e.g. no ``request_id`` to answer to).
+        For a value that cannot even be answered.
     """
     obj = _load_object(raw, rules.max_payload_bytes)
-    request_id = _require_id(obj, "request_id", rules.max_id_length)
-    user_id = _require_id(obj, "user_id", rules.max_id_length)
+    request_id = _require_id(obj, "request_id", rules.max_id_length) or ""
+    user_id = _require_id(obj, "user_id", rules.max_id_length) or ""
+    try:
+        return _request_fields(obj, request_id, user_id, max_k)
+    except InvalidRequest:
+        raise
+    except InvalidRecord as exc:
+        raise InvalidRequest(exc.reason, request_id, user_id) from None
+
+
+def _request_fields(obj: dict[str, Any], request_id: str, user_id: str, max_k: int) -> Request:
     k = obj.get("k")
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_k):
         raise InvalidRecord(f"field 'k' must be an integer from 1 to {max_k} (model.max_k), got {k!r:.40}")
@@ -256,9 +300,4 @@ def decode_request(raw: bytes | None, rules: EventSettings, max_k: int) -> Reque
     filters = obj.get("filters") or {}
     if not isinstance(filters, dict):
         raise InvalidRecord(f"field 'filters' must be a JSON object, got {type(filters).__name__}")
-    return Request(request_id or "", user_id or "", k, tuple(str(i) for i in exclude), filters)
-
-
-def encode_event(event: dict[str, Any]) -> bytes:
-    """Encode an event dict as producers should send it (compact JSON, UTF-8)."""
-    return json.dumps(event, separators=(",", ":"), allow_nan=True).encode()
+    return Request(request_id, user_id, k, tuple(str(i) for i in exclude), filters)

@@ -15,3 +15,19 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith("STREAMREC_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+
+
+from tests.unit.faust_harness import (  # noqa: E402 - fixtures for the Faust processor tests
+    app,
+    dead_letters_out,
+    events_out,
+    item_state_out,
+    item_updates_out,
+    outputs,
+    pipeline,
+    recommendations_out,
+    requests_out,
+)
+
+__all__ = ["app", "dead_letters_out", "events_out", "item_state_out", "item_updates_out", "outputs",
+           "pipeline", "recommendations_out", "requests_out"]

@@ -378,3 +378,26 @@ def test_recommendation_json_keeps_set_optional_fields() -> None:
     body = json.loads(recommendation(request_id="r1", event_ts=5, event_id="e1", items=[]).to_json())
 
     assert (body["request_id"], body["event_ts"], body["event_id"], body["items"]) == ("r1", 5, "e1", [])
+
+
+def test_dead_letter_of_a_huge_value_keeps_a_bounded_prefix_and_the_original_size() -> None:
+    from streamrec.streams.records import DEAD_LETTER_PAYLOAD_LIMIT
+
+    raw = b"\x01" * (3 * DEAD_LETTER_PAYLOAD_LIMIT)
+    letter = DeadLetter.of("too big", "t", 0, 5, raw)
+
+    assert letter.payload_bytes == len(raw)
+    assert len(letter.payload.encode()) == DEAD_LETTER_PAYLOAD_LIMIT
+    assert len(letter.to_json()) < 8 * DEAD_LETTER_PAYLOAD_LIMIT
+
+
+def test_future_timestamps_beyond_the_skew_are_rejected_only_when_the_clock_is_given() -> None:
+    now = 1_700_000_000_000
+    rules = EventSettings(max_future_skew_s=60)
+    ahead = json.dumps({"user_id": "u", "item_id": "i", "type": "view", "ts": now + 61_000}).encode()
+    within = json.dumps({"user_id": "u", "item_id": "i", "type": "view", "ts": now + 59_000}).encode()
+
+    with pytest.raises(InvalidRecord, match="in the future"):
+        decode_event(ahead, rules, now_ms=now)
+    assert decode_event(within, rules, now_ms=now).ts_ms == now + 59_000
+    assert decode_event(ahead, rules).ts_ms == now + 61_000

@@ -1,0 +1,168 @@
+"""Harness for testing the worker's stream processors under Faust's ``agent.test_context()``.
+
+No broker: tables use ``memory://`` and every topic the pipeline writes to is
+replaced by an ``Outbox`` recorder (faust ``docs/userguide/testing.rst``, "Mock anything
+that leaves the process"). ``create_app`` takes the store URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from unittest.mock import Mock
+
+import pytest
+
+from streamrec.config import load_settings
+from streamrec.streams.app import StreamrecApp, create_app
+from streamrec.streams.pipeline import Pipeline
+
+PREFIX = "unit."
+T0_MS = 1_700_000_000_000
+
+
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> StreamrecApp:
+    settings = load_settings(worker={"data_dir": tmp_path / "data", "app_id": "unit-app"},
+                             topics={"prefix": PREFIX, "partitions": 2},
+                             model={"k": 3}, events={"dedup_window": 10})
+    app = create_app(settings, store="memory://")
+    return app
+
+
+@pytest.fixture
+def pipeline(app: StreamrecApp) -> Pipeline:
+    pipeline = app.pipeline
+    for item_id, score in {"i1": 5.0, "i2": 4.0, "i3": 3.0, "i4": 2.0}.items():
+        pipeline.ranking.set(item_id, score, T0_MS)
+    return pipeline
+
+
+class Outbox:
+    """Stands in for one output topic: records what the pipeline publishes, by ``send`` or ``send_soon``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.messages: list[tuple[bytes | None, bytes | None]] = []
+
+    def send_soon(self, *, key: bytes | None = None, value: bytes | None = None, **_: object) -> Mock:
+        self.messages.append((key, value))
+        return Mock(name=f"{self.name} future")
+
+    async def send(self, *, key: bytes | None = None, value: bytes | None = None, **_: object) -> Mock:
+        return self.send_soon(key=key, value=value)
+
+    @property
+    def keys(self) -> list[bytes | None]:
+        return [key for key, _ in self.messages]
+
+    @property
+    def values(self) -> list[dict]:
+        return [json.loads(value) for _, value in self.messages]
+
+
+def outbox(monkeypatch: pytest.MonkeyPatch, topic) -> Outbox:
+    box = Outbox(topic.get_topic_name())
+    monkeypatch.setattr(topic, "send", box.send)
+    monkeypatch.setattr(topic, "send_soon", box.send_soon)
+    return box
+
+
+@pytest.fixture
+def recommendations_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> Outbox:
+    return outbox(monkeypatch, pipeline.recommendations)
+
+
+@pytest.fixture
+def dead_letters_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> Outbox:
+    return outbox(monkeypatch, pipeline.dead_letter)
+
+
+@pytest.fixture
+def item_updates_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> Outbox:
+    return outbox(monkeypatch, pipeline.item_updates)
+
+
+@pytest.fixture
+def events_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> Outbox:
+    """Re-published (re-keyed) events."""
+    return outbox(monkeypatch, pipeline.events)
+
+
+@pytest.fixture
+def requests_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> Outbox:
+    """Re-published (re-keyed) requests."""
+    return outbox(monkeypatch, pipeline.requests)
+
+
+@pytest.fixture
+def item_state_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> Outbox:
+    return outbox(monkeypatch, pipeline.item_state)
+
+
+@pytest.fixture
+def outputs(recommendations_out, dead_letters_out, item_updates_out, events_out, requests_out,
+            item_state_out) -> dict[str, Outbox]:
+    return {"recommendations": recommendations_out, "dead_letter": dead_letters_out,
+            "item_updates": item_updates_out, "events": events_out, "requests": requests_out,
+            "item_state": item_state_out}
+
+
+def counted(pipeline: Pipeline, metric: str, **labels: str) -> float:
+    return pipeline.metrics.registry.get_sample_value(metric, labels) or 0.0
+
+
+def messages_in(pipeline: Pipeline) -> float:
+    return sum(counted(pipeline, name, outcome=outcome)
+               for name in ("streamrec_events_in_total", "streamrec_requests_in_total")
+               for outcome in ("applied", "duplicate", "rerouted", "invalid", "answered"))
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "the agent did not process the message"
+        await asyncio.sleep(0.001)
+
+
+Scenario = Callable[["Feed"], Awaitable[None]]
+
+
+class Feed:
+    """Puts raw messages into one agent's test context and waits until each is handled."""
+
+    def __init__(self, pipeline: Pipeline, agent) -> None:
+        self.pipeline = pipeline
+        self.agent = agent
+
+    async def put(self, value: bytes | None, key: bytes | None, **kwargs) -> None:
+        """Put one message and wait until the processor has counted it (or the agent crashed)."""
+        before = messages_in(self.pipeline)
+        await self.agent.put(value, key=key, **kwargs)
+        await until(lambda: messages_in(self.pipeline) > before or self.crashed())
+        await asyncio.sleep(0.005)  # let the processor finish writing its outputs
+        if self.crashed():
+            raise self.agent._crash_reason
+
+    def crashed(self) -> bool:
+        return self.agent._crash_reason is not None
+
+
+def run_agent(app: StreamrecApp, agent_name: str, scenario: Scenario) -> None:
+    async def main() -> None:
+        async with app.agents[agent_name].test_context() as agent:
+            await scenario(Feed(app.pipeline, agent))
+
+    asyncio.run(main())
+
+
+def run_events(app: StreamrecApp, scenario: Scenario) -> None:
+    run_agent(app, "streamrec.events", scenario)
+
+
+def event(**fields: object) -> bytes:
+    return json.dumps({"user_id": "u1", "item_id": "i1", "type": "view", **fields}).encode()

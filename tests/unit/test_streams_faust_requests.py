@@ -1,0 +1,168 @@
+"""Requests, item updates and error handling under Faust's test context; see faust_harness.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from streamrec.streams.app import StreamrecApp
+from tests.unit.faust_harness import (
+    PREFIX,
+    T0_MS,
+    Feed,
+    Scenario,
+    counted,
+    event,
+    run_agent,
+    run_events,
+    until,
+)
+
+
+# -- requests -----------------------------------------------------------------------
+
+
+def run_requests(app: StreamrecApp, scenario: Scenario) -> None:
+    run_agent(app, "streamrec.requests", scenario)
+
+
+def test_request_is_answered_with_its_request_id_k_and_exclusions(app: StreamrecApp, outputs) -> None:
+    raw = json.dumps({"request_id": "r1", "user_id": "u1", "k": 2, "exclude": ["i1"]}).encode()
+
+    async def scenario(feed: Feed) -> None:
+        await feed.put(raw, key=b"u1")
+
+    run_requests(app, scenario)
+
+    assert outputs["recommendations"].keys == [b"u1"]
+    body = outputs["recommendations"].values[0]
+    assert (body["request_id"], body["trigger"]) == ("r1", "request")
+    assert [item["item_id"] for item in body["items"]] == ["i2", "i3"]
+
+
+def test_request_without_k_gets_the_configured_k(app: StreamrecApp, outputs) -> None:
+    async def scenario(feed: Feed) -> None:
+        await feed.put(json.dumps({"request_id": "r2", "user_id": "u1"}).encode(), key=b"u1")
+
+    run_requests(app, scenario)
+
+    assert len(outputs["recommendations"].values[0]["items"]) == app.pipeline.settings.model.k == 3
+
+
+def test_request_keyed_by_another_key_is_republished_keyed_by_user(app: StreamrecApp, outputs) -> None:
+    raw = json.dumps({"request_id": "r3", "user_id": "u9"}).encode()
+
+    async def scenario(feed: Feed) -> None:
+        await feed.put(raw, key=None)
+
+    run_requests(app, scenario)
+
+    assert outputs["requests"].messages == [(b"u9", raw)]
+    assert outputs["recommendations"].messages == []
+
+
+def test_invalid_request_goes_to_the_dead_letter_topic(app: StreamrecApp, outputs) -> None:
+    async def scenario(feed: Feed) -> None:
+        await feed.put(json.dumps({"user_id": "u1", "k": 0}).encode(), key=b"u1")
+
+    run_requests(app, scenario)
+
+    letter = outputs["dead_letter"].values[0]
+    assert "'request_id' is missing" in letter["error"]
+    assert letter["topic"] == f"{PREFIX}requests"
+    assert outputs["recommendations"].messages == []
+
+
+def test_answerable_invalid_request_gets_an_error_answer_and_a_dead_letter(app: StreamrecApp, outputs) -> None:
+    async def scenario(feed: Feed) -> None:
+        await feed.put(json.dumps({"request_id": "r9", "user_id": "u1", "k": 0}).encode(), key=b"u1")
+
+    run_requests(app, scenario)
+
+    [answer] = outputs["recommendations"].values
+    assert answer["request_id"] == "r9" and answer["user_id"] == "u1"
+    assert answer["items"] == [] and "field 'k' must be an integer" in answer["error"]
+    assert "field 'k'" in outputs["dead_letter"].values[0]["error"]
+
+
+# -- errors -------------------------------------------------------------------------
+
+
+def test_a_processor_bug_dead_letters_the_message_and_the_agent_keeps_going(
+        app: StreamrecApp, outputs, monkeypatch: pytest.MonkeyPatch) -> None:
+    pipeline = app.pipeline
+    real_recommend = pipeline.recommend
+
+    def broken_for_u1(user_id: str, *args, **kwargs):
+        if user_id == "u1":
+            raise ZeroDivisionError("simulated bug")
+        return real_recommend(user_id, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "recommend", broken_for_u1)
+
+    async def scenario(feed: Feed) -> None:
+        await feed.put(event(user_id="u1", event_id="a"), key=b"u1")
+        await until(lambda: counted(pipeline, "streamrec_processing_errors_total",
+                                    topic=f"{PREFIX}events") == 1)
+        await feed.put(event(user_id="u2", event_id="b"), key=b"u2")
+
+    run_events(app, scenario)
+
+    [letter] = outputs["dead_letter"].values
+    assert "internal error" in letter["error"] and "ZeroDivisionError" in letter["error"]
+    assert [r["user_id"] for r in outputs["recommendations"].values] == ["u2"]
+
+
+def test_event_from_the_far_future_is_dead_lettered(app: StreamrecApp, outputs) -> None:
+    async def scenario(feed: Feed) -> None:
+        await feed.put(event(ts=99_999_999_999_999), key=b"u1")
+
+    run_events(app, scenario)
+
+    assert "in the future" in outputs["dead_letter"].values[0]["error"]
+    assert outputs["recommendations"].messages == []
+
+
+# -- item updates -------------------------------------------------------------------
+
+
+def test_item_updates_accumulate_decayed_popularity_and_publish_once(app: StreamrecApp, outputs) -> None:
+    pipeline = app.pipeline
+    half_life_ms = int(pipeline.settings.model.popularity_half_life_s * 1000)
+
+    async def scenario(feed: Feed) -> None:
+        for ts in (T0_MS, T0_MS + half_life_ms):
+            await feed.agent.put(json.dumps({"w": 4.0, "ts": ts}).encode(), key=b"i9")
+            await until(lambda: (pipeline.item_popularity.get(b"i9") or [0, 0])[1] == ts)  # noqa: B023
+        await pipeline.publish_coalesced()
+        await pipeline.publish_coalesced()  # nothing changed since: publishes nothing
+
+    run_agent(app, "streamrec.items", scenario)
+
+    assert outputs["dead_letter"].messages == []
+    # 4 decayed by one half-life, plus 4: 6, as of the newer event.
+    assert pipeline.item_popularity[b"i9"] == [pytest.approx(6.0), T0_MS + half_life_ms]
+    assert outputs["item_state"].keys == [b"i9"]
+    assert outputs["item_state"].values == [
+        {"item_id": "i9", "popularity": pytest.approx(6.0), "ts": T0_MS + half_life_ms}]
+
+
+def test_malformed_item_update_goes_to_the_dead_letter_topic(app: StreamrecApp, outputs) -> None:
+    async def scenario(feed: Feed) -> None:
+        await feed.agent.put(b'{"w": 1}', key=b"i9")
+        await until(lambda: bool(outputs["dead_letter"].messages))
+
+    run_agent(app, "streamrec.items", scenario)
+
+    assert "internal item update is malformed" in outputs["dead_letter"].values[0]["error"]
+    assert app.pipeline.item_popularity.get(b"i9") is None
+
+
+def test_item_state_record_updates_the_local_ranking(app: StreamrecApp) -> None:
+    pipeline = app.pipeline
+    pipeline.apply_item_state(b"new", json.dumps({"item_id": "new", "popularity": 9.0, "ts": T0_MS}).encode())
+    pipeline.apply_item_state(None, b"{}")  # records without a key or value are ignored
+
+    assert pipeline.ranking.top_k(1) == [("new", 9.0)]
+    assert counted(pipeline, "streamrec_catalog_items") == 1
