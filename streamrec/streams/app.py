@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+from collections.abc import Awaitable, Callable
 from functools import cached_property
 
 import faust
@@ -22,6 +23,8 @@ class StreamrecApp(faust.App):
 
     consumer_tuning: ConsumerTuning = ConsumerTuning()
     pipeline: Pipeline
+    #: Awaited before every offset commit (see ``transport.Consumer``).
+    before_commit: list[Callable[[], Awaitable[None]]]
 
     def _new_transport(self) -> Transport:
         return Transport(self.conf.broker_consumer, self)
@@ -85,6 +88,9 @@ def create_app(settings: Settings, store: str = "rocksdb://") -> StreamrecApp:
     app.consumer_tuning = ConsumerTuning(fetch_max_wait_ms=kafka.fetch_max_wait_ms,
                                          correct_end_offsets=kafka.correct_end_offsets)
     app.pipeline = pipeline = Pipeline(app, settings)
+    # Coalesced item updates go out before the offsets of their events are committed:
+    # a crash then replays those events instead of losing their popularity.
+    app.before_commit = [pipeline.publish_coalesced]
     _register_processors(app, pipeline)
     register_views(app, pipeline)
     return app

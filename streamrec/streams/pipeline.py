@@ -75,13 +75,13 @@ class Pipeline:
         table_options: dict[str, Any] = {"partitions": n, "key_type": bytes, "default": None}
         self.users = app.Table("users", **table_options)
         self.item_popularity = app.Table("item_popularity", **table_options)
-        # Coalescing buffers, drained every model.item_publish_interval_ms, so internal
-        # traffic grows with distinct items changed, not with events. Both are bounded
-        # by the catalogue size. Item-side updates not yet sent when a worker crashes
-        # are lost (at most one interval of popularity weight); user state is not.
+        # Coalescing buffers, drained every model.item_publish_interval_ms and before
+        # every offset commit, so internal traffic grows with distinct items changed,
+        # not with events. Both are bounded by the catalogue size.
         self._pending_updates: dict[str, tuple[float, int]] = {}
         self._dirty_items: dict[str, tuple[float, int]] = {}
         self.metrics.assigned_partitions.set_function(self.owned_event_partitions)
+        self.item_popularity.on_recover(self.republish_owned_items)
 
     def owned_event_partitions(self) -> int:
         """How many events partitions this worker owns now (0 while rebalancing)."""
@@ -230,6 +230,16 @@ class Pipeline:
         for item_id, (score, ts) in dirty.items():
             state = json.dumps({"item_id": item_id, "popularity": score, "ts": ts}).encode()
             await self.item_state.send(key=item_id.encode(), value=state)
+
+    async def republish_owned_items(self) -> None:
+        """After a rebalance, queue every owned item for publication.
+
+        Item states changed just before a crash may never have reached the
+        replicated topic; republishing what the recovered table holds fixes
+        every worker's replica (cost: one record per owned item per rebalance).
+        """
+        for key, (score, ts) in self.item_popularity.items():
+            self._dirty_items[key.decode()] = (float(score), int(ts))
 
     def apply_item_state(self, key: bytes | None, value: bytes | None) -> None:
         """Update this worker's replica from one item-state record."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import aiokafka
 import aiokafka.errors
@@ -134,12 +134,22 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class Consumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer, running :class:`ConsumerThread`."""
+    """Faust's aiokafka consumer, running :class:`ConsumerThread`.
+
+    Before committing offsets it awaits the app's ``before_commit`` hooks, so
+    output a processor buffers (e.g. coalesced item updates) is handed to the
+    producer before the offsets of the events that caused it are committed.
+    """
 
     _thread: ConsumerThread
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        for hook in getattr(self.app, "before_commit", ()):
+            await hook()
+        return await super().force_commit(topics, start_new_transaction=start_new_transaction)
 
 
 class Transport(faust_aiokafka.Transport):
