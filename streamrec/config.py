@@ -127,6 +127,7 @@ class ModelSettings(_Section):
     max_k: int = Field(100, ge=1, le=10_000)
     popularity_half_life_s: float = Field(3600.0, gt=0)
     history_size: int = Field(200, ge=1, le=100_000)
+    max_items: int = Field(1_000_000, ge=1)
     item_publish_interval_ms: int = Field(50, ge=1, le=60_000)
 
 

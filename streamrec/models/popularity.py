@@ -50,10 +50,16 @@ class PopularityRanking:
     ----------
     half_life_s
         Seconds of event time after which an event counts half.
+    max_items
+        Memory bound: when a new item would exceed it, the least popular tenth
+        of the items is forgotten (they come back with their next update).
     """
 
-    def __init__(self, half_life_s: float) -> None:
+    def __init__(self, half_life_s: float, max_items: int = 1_000_000) -> None:
+        if max_items < 1:
+            raise ValueError(f"max_items must be at least 1, got {max_items}")
         self.half_life_s = half_life_s
+        self.max_items = max_items
         self._index: dict[ItemId, int] = {}
         self._ids: list[ItemId] = []
         self._scores = np.zeros(1024, dtype=np.float64)
@@ -67,6 +73,8 @@ class PopularityRanking:
         """Store an item's score as of ``ts_ms`` (as published by the item's owner)."""
         row = self._index.get(item_id)
         if row is None:
+            if len(self._ids) >= self.max_items:
+                self._forget_least_popular()
             row = self._append(item_id)
         self._scores[row] = score if math.isfinite(score) and score > 0 else 0.0
         self._ts_ms[row] = ts_ms
@@ -103,6 +111,17 @@ class PopularityRanking:
         rows = np.flatnonzero(decayed >= threshold)  # keeps every item tied at the threshold
         rows = rows[np.lexsort((rows, -decayed[rows]))][:take]  # by score, ties by catalogue age
         return [(self._ids[r], float(decayed[r])) for r in rows if np.isfinite(decayed[r])]
+
+    def _forget_least_popular(self) -> None:
+        n = len(self._ids)
+        keep_n = max(1, int(self.max_items * 0.9)) if self.max_items > 1 else 0
+        elapsed_s = np.maximum(self.latest_ts_ms - self._ts_ms[:n], 0) / 1000.0
+        decayed = self._scores[:n] * np.exp2(-elapsed_s / self.half_life_s)
+        keep = np.sort(np.argsort(-decayed, kind="stable")[:keep_n])  # catalogue order kept
+        self._ids = [self._ids[r] for r in keep]
+        self._scores[:keep_n] = self._scores[keep]
+        self._ts_ms[:keep_n] = self._ts_ms[keep]
+        self._index = {item_id: row for row, item_id in enumerate(self._ids)}
 
     def _append(self, item_id: ItemId) -> int:
         row = len(self._ids)

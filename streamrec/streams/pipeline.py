@@ -61,7 +61,8 @@ class Pipeline:
         self.settings = settings
         self.names = TopicNames.for_prefix(settings.topics.prefix)
         self.metrics = WorkerMetrics()
-        self.ranking = PopularityRanking(settings.model.popularity_half_life_s)
+        self.ranking = PopularityRanking(settings.model.popularity_half_life_s,
+                                         settings.model.max_items)
         self.recommender = TrendingRecommender(self.ranking)
         n = settings.topics.partitions
         self.events = app.topic(self.names.events, partitions=n, **_RAW)

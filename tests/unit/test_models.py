@@ -303,3 +303,15 @@ def test_trending_for_a_user_who_has_seen_everything_is_empty() -> None:
     ranking = ranking_of({"a": 1.0})
 
     assert TrendingRecommender(ranking).recommend(UserHistory(seen=["a"]), 3) == []
+
+
+def test_ranking_forgets_the_least_popular_items_beyond_its_bound() -> None:
+    ranking = PopularityRanking(half_life_s=3600.0, max_items=10)
+    for n in range(10):
+        ranking.set(f"i{n}", float(n + 1), 0)
+    ranking.set("new", 100.0, 0)
+
+    assert len(ranking) == 10  # 9 kept + the new one
+    assert ranking.score("i0") == 0.0  # the least popular went
+    assert [item for item, _ in ranking.top_k(3)] == ["new", "i9", "i8"]
+    assert ranking.score("i5") == 6.0
