@@ -15,7 +15,6 @@ events (by user) ──► validate, dedup, remember seen ──► recommendati
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +34,8 @@ from streamrec.streams.metrics import WorkerMetrics
 from streamrec.streams.records import (
     DeadLetter,
     InvalidRequest,
+    ItemState,
+    ItemUpdate,
     Recommendation,
     ScoredItem,
     decode_event,
@@ -206,13 +207,15 @@ class Pipeline:
         try:
             item_key = event.key or b""
             item_id = item_key.decode()
-            update = json.loads(event.value)
-            weight, event_ts = float(update["w"]), int(update["ts"])
-        except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-            await self.send_dead_letter(f"internal item update is malformed: {exc!r}", event)
+            update = ItemUpdate.from_json(event.value)
+        except UnicodeDecodeError:
+            await self.send_dead_letter("internal item update has a key that is not UTF-8", event)
             return
-        score, score_ts = self.item_popularity.get(item_key) or (0.0, event_ts)
-        updated = add_event(score, score_ts, weight, event_ts,
+        except InvalidRecord as exc:
+            await self.send_dead_letter(f"internal item update is malformed: {exc.reason}", event)
+            return
+        score, score_ts = self.item_popularity.get(item_key) or (0.0, update.ts_ms)
+        updated = add_event(score, score_ts, update.weight, update.ts_ms,
                             self.settings.model.popularity_half_life_s)
         self.item_popularity[item_key] = list(updated)
         self._dirty_items[item_id] = updated
@@ -225,12 +228,11 @@ class Pipeline:
         """
         pending, self._pending_updates = self._pending_updates, {}
         for item_id, (weight, ts) in pending.items():
-            update = json.dumps({"w": weight, "ts": ts}).encode()
-            await self.item_updates.send(key=item_id.encode(), value=update)
+            await self.item_updates.send(key=item_id.encode(), value=ItemUpdate(weight, ts).to_json())
         dirty, self._dirty_items = self._dirty_items, {}
         for item_id, (score, ts) in dirty.items():
-            state = json.dumps({"item_id": item_id, "popularity": score, "ts": ts}).encode()
-            await self.item_state.send(key=item_id.encode(), value=state)
+            await self.item_state.send(key=item_id.encode(),
+                                       value=ItemState(item_id, score, ts).to_json())
 
     async def republish_owned_items(self) -> None:
         """After a rebalance, queue every owned item for publication.
@@ -246,6 +248,6 @@ class Pipeline:
         """Update this worker's replica from one item-state record."""
         if key is None or value is None:
             return
-        state = json.loads(value)
-        self.ranking.set(key.decode(), float(state["popularity"]), int(state["ts"]))
+        state = ItemState.from_json(value)
+        self.ranking.set(state.item_id, state.popularity, state.ts_ms)
         self.metrics.catalog_items.set(len(self.ranking))

@@ -137,6 +137,58 @@ class DeadLetter:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
 
 
+@dataclass(frozen=True, slots=True)
+class ItemUpdate:
+    """Internal (``internal.item-updates``, keyed by item_id): popularity to add, for the item's owner."""
+
+    weight: float
+    """Sum of event weights, decayed to ``ts_ms``."""
+    ts_ms: int
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        """Encode for the internal topic."""
+        return json.dumps({"weight": self.weight, "ts_ms": self.ts_ms,
+                           "schema_version": self.schema_version}).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | None) -> ItemUpdate:
+        """Decode, raising :class:`InvalidRecord` for anything malformed."""
+        obj = _load_object(raw, DEAD_LETTER_PAYLOAD_LIMIT)
+        weight = _finite_number(obj, "weight")
+        ts_ms = parse_timestamp_ms(obj.get("ts_ms"))
+        if weight is None or ts_ms is None:
+            raise InvalidRecord("internal item update needs numeric 'weight' and 'ts_ms'")
+        return cls(weight, ts_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemState:
+    """Internal (``internal.item-state``, compacted, read by every worker): an item's latest state."""
+
+    item_id: ItemId
+    popularity: float
+    """Time-decayed popularity as of ``ts_ms``."""
+    ts_ms: int
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> bytes:
+        """Encode for the internal topic."""
+        return json.dumps({"item_id": self.item_id, "popularity": self.popularity,
+                           "ts_ms": self.ts_ms, "schema_version": self.schema_version}).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | None) -> ItemState:
+        """Decode, raising :class:`InvalidRecord` for anything malformed."""
+        obj = _load_object(raw, DEAD_LETTER_PAYLOAD_LIMIT)
+        item_id = _require_id(obj, "item_id", DEAD_LETTER_PAYLOAD_LIMIT)
+        popularity = _finite_number(obj, "popularity")
+        ts_ms = parse_timestamp_ms(obj.get("ts_ms"))
+        if item_id is None or popularity is None or ts_ms is None:
+            raise InvalidRecord("internal item state needs 'item_id', 'popularity' and 'ts_ms'")
+        return cls(item_id, popularity, ts_ms)
+
+
 def _load_object(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
     if raw is None:
         raise InvalidRecord("message has no value (a tombstone); send a JSON object")

@@ -44,7 +44,7 @@ async def replicate_topic(kafka: KafkaSettings, topic: str, apply: ApplyRecord,
                 for record in records:
                     try:
                         apply(record.key, record.value)
-                    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+                    except ValueError as exc:  # InvalidRecord is a ValueError
                         log.warning("skipping malformed record %s[%d]@%d: %r", topic,
                                     record.partition, record.offset, exc)
             if ready is not None and not ready.is_set() and await _caught_up(consumer, partitions):

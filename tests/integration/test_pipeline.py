@@ -157,10 +157,10 @@ def test_worker_serves_events_requests_and_dead_letters_then_recovers_after_sigk
         {"user_id": "newcomer", "item_id": "i0", "type": "view", "ts": new_ts, "event_id": "e-new"}))])
 
     def i0_updated(records: list[Any]) -> bool:
-        return any(r.key == "i0" and r.value["ts"] == new_ts for r in records)
+        return any(r.key == "i0" and r.value["ts_ms"] == new_ts for r in records)
 
     after = [r.value for r in collect(restarted, names.item_state, i0_updated, 30) if r.key == "i0"]
     before = state_before["i0"]
-    expected = decay(before["popularity"], before["ts"], new_ts, settings.model.popularity_half_life_s)
+    expected = decay(before["popularity"], before["ts_ms"], new_ts, settings.model.popularity_half_life_s)
     assert after[-1]["popularity"] == pytest.approx(expected + 1.0, rel=1e-6), (
         "item popularity restarted from zero: the item_popularity table was not recovered")

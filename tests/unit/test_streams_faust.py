@@ -64,7 +64,8 @@ def test_weighted_event_sends_an_item_update_keyed_by_item(app: StreamrecApp, ou
 
     out = outputs["item_updates"]
     assert out.keys == [b"i1", b"i2"]
-    assert out.values == [{"w": 3.0, "ts": T0_MS}, {"w": 8.0, "ts": T0_MS + 1}]
+    assert out.values == [{"weight": 3.0, "ts_ms": T0_MS, "schema_version": 1},
+                          {"weight": 8.0, "ts_ms": T0_MS + 1, "schema_version": 1}]
 
 
 def test_events_on_one_item_coalesce_into_one_decayed_update(app: StreamrecApp, outputs) -> None:
@@ -78,7 +79,8 @@ def test_events_on_one_item_coalesce_into_one_decayed_update(app: StreamrecApp, 
     run_events(app, scenario)
 
     # 8 decayed by one half-life plus 8, as of the later event: what two updates would give.
-    assert outputs["item_updates"].values == [{"w": pytest.approx(12.0), "ts": T0_MS + half_life_ms}]
+    assert outputs["item_updates"].values == [{"weight": pytest.approx(12.0), "ts_ms": T0_MS + half_life_ms,
+                                                  "schema_version": 1}]
 
 
 def test_zero_weight_event_updates_no_item_but_still_recommends(app: StreamrecApp, outputs) -> None:
@@ -99,7 +101,7 @@ def test_event_without_ts_uses_the_message_timestamp(app: StreamrecApp, outputs)
     run_events(app, scenario)
 
     assert outputs["recommendations"].values[0]["event_ts"] == T0_MS
-    assert outputs["item_updates"].values[0]["ts"] == T0_MS
+    assert outputs["item_updates"].values[0]["ts_ms"] == T0_MS
 
 
 @pytest.mark.parametrize("kind", sorted(invalid_events()))

@@ -133,7 +133,7 @@ def test_item_updates_accumulate_decayed_popularity_and_publish_once(app: Stream
 
     async def scenario(feed: Feed) -> None:
         for ts in (T0_MS, T0_MS + half_life_ms):
-            await feed.agent.put(json.dumps({"w": 4.0, "ts": ts}).encode(), key=b"i9")
+            await feed.agent.put(json.dumps({"weight": 4.0, "ts_ms": ts}).encode(), key=b"i9")
             await until(lambda: (pipeline.item_popularity.get(b"i9") or [0, 0])[1] == ts)  # noqa: B023
         await pipeline.publish_coalesced()
         await pipeline.publish_coalesced()  # nothing changed since: publishes nothing
@@ -145,12 +145,13 @@ def test_item_updates_accumulate_decayed_popularity_and_publish_once(app: Stream
     assert pipeline.item_popularity[b"i9"] == [pytest.approx(6.0), T0_MS + half_life_ms]
     assert outputs["item_state"].keys == [b"i9"]
     assert outputs["item_state"].values == [
-        {"item_id": "i9", "popularity": pytest.approx(6.0), "ts": T0_MS + half_life_ms}]
+        {"item_id": "i9", "popularity": pytest.approx(6.0), "ts_ms": T0_MS + half_life_ms,
+         "schema_version": 1}]
 
 
 def test_malformed_item_update_goes_to_the_dead_letter_topic(app: StreamrecApp, outputs) -> None:
     async def scenario(feed: Feed) -> None:
-        await feed.agent.put(b'{"w": 1}', key=b"i9")
+        await feed.agent.put(b'{"weight": 1}', key=b"i9")
         await until(lambda: bool(outputs["dead_letter"].messages))
 
     run_agent(app, "streamrec.items", scenario)
@@ -161,7 +162,7 @@ def test_malformed_item_update_goes_to_the_dead_letter_topic(app: StreamrecApp, 
 
 def test_item_state_record_updates_the_local_ranking(app: StreamrecApp) -> None:
     pipeline = app.pipeline
-    pipeline.apply_item_state(b"new", json.dumps({"item_id": "new", "popularity": 9.0, "ts": T0_MS}).encode())
+    pipeline.apply_item_state(b"new", json.dumps({"item_id": "new", "popularity": 9.0, "ts_ms": T0_MS}).encode())
     pipeline.apply_item_state(None, b"{}")  # records without a key or value are ignored
 
     assert pipeline.ranking.top_k(1) == [("new", 9.0)]
