@@ -15,6 +15,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamrec.config import KafkaSettings
+from streamrec.streams.clients import TopicMissing
 from streamrec.streams.topics import client_options
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
             return [TopicPartition(topic, p) for p in sorted(found)]
         await consumer.topics()  # refreshes metadata
         await asyncio.sleep(0.1)
-    raise RuntimeError(f"topic {topic!r} does not exist; create it with `streamrec topics create`")
+    raise TopicMissing(f"topic {topic!r} does not exist; create it with `streamrec topics create`")
 
 
 async def _caught_up(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> bool:

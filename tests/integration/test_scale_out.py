@@ -51,11 +51,15 @@ def test_two_workers_split_partitions_and_each_event_gets_one_recommendation(
                for s in (settings, second_settings)]
     assert sum(applied) == len(events) and min(applied) > 0, applied
 
-    # Either worker answers over HTTP for any user (forwarding to the owner when needed).
-    for user in ("user1", "user2", "user3", "user4"):
+    # Either worker answers over HTTP for any user, from the owner's state: the answer
+    # never contains an item the user has seen, whichever worker was asked.
+    for n in range(8):
+        user = f"user{n}"
+        seen = {e["item_id"] for e in events if e["user_id"] == user}
         answers = [_get_json(s, f"/recommendations/{user}") for s in (settings, second_settings)]
         assert answers[0]["items"] == answers[1]["items"]
         assert answers[0]["user_id"] == user
+        assert not {i["item_id"] for i in answers[0]["items"]} & seen
 
 
 def _get_json(settings: Settings, path: str) -> Any:
