@@ -232,7 +232,7 @@ def topics_create(broker: BrokerOption = None, prefix: PrefixOption = None,
 
 @app.command()
 def demo(
-    rate: Annotated[float, typer.Option(help="Synthetic events per second.")] = 300.0,
+    rate: Annotated[float, typer.Option(help="Synthetic events per second.")] = 200.0,
     duration: Annotated[float, typer.Option(help="Seconds of synthetic load.")] = 20.0,
     invalid_every: Annotated[int, typer.Option(help="Send one invalid event per this many.")] = 50,
     config: ConfigOption = None,

@@ -44,11 +44,15 @@ class DemoStats:
     answered: set[str] = field(default_factory=set)
     dead_lettered: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    """Event ts (stamped at send) to the moment the demo received its recommendation."""
+    emit_ms: list[float] = field(default_factory=list)
+    """Event ts to the moment the worker emitted the recommendation (``emitted_ts``)."""
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=8))
 
     def summary(self, elapsed_s: float) -> dict[str, Any]:
         """Counts and latency percentiles; ``ok`` when every event got its outcome."""
         latencies = np.array(self.latencies_ms) if self.latencies_ms else np.array([np.nan])
+        emitted = np.array(self.emit_ms) if self.emit_ms else np.array([np.nan])
         missing = len(self.valid_sent - self.answered)
         return {
             "events_sent": len(self.valid_sent), "invalid_sent": self.invalid_sent,
@@ -57,6 +61,8 @@ class DemoStats:
             "events_per_s": round((len(self.valid_sent) + self.invalid_sent) / elapsed_s, 1),
             "latency_p50_ms": round(float(np.percentile(latencies, 50)), 1),
             "latency_p99_ms": round(float(np.percentile(latencies, 99)), 1),
+            "emit_p50_ms": round(float(np.percentile(emitted, 50)), 1),
+            "emit_p99_ms": round(float(np.percentile(emitted, 99)), 1),
             "ok": missing == 0 and self.dead_lettered == self.invalid_sent,
         }
 
@@ -194,4 +200,5 @@ def _count(stats: DemoStats, record: Any, names: TopicNames) -> None:
             stats.answered.add(value["event_id"])
             latency = record.received_ms - value["event_ts"]
             stats.latencies_ms.append(latency)
+            stats.emit_ms.append(value["emitted_ts"] - value["event_ts"])
             stats.recent.appendleft({**value, "latency_ms": latency})
