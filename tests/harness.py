@@ -26,7 +26,7 @@ import pytest
 
 from streamrec.broker import EmbeddedBroker, free_port
 from streamrec.config import Settings, load_settings
-from streamrec.streams.clients import Received, open_consumer, read
+from streamrec.streams.clients import Received, make_producer, open_consumer, read
 from streamrec.load.demo import wait_until_serving
 from streamrec.streams.topics import TopicNames, create_topics
 
@@ -174,6 +174,15 @@ def collect(settings: Settings, topic: str, done: Callable[[list[Received]], boo
     finally:
         consumer.close()
     return records
+
+
+def send(settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+    """Produce (key, value) pairs to ``topic`` and wait until the broker has them."""
+    producer = make_producer(settings)
+    for key, value in messages:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
 
 
 def topic_names(settings: Settings) -> TopicNames:

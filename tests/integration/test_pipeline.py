@@ -19,11 +19,10 @@ import pytest
 
 from streamrec.config import Settings, with_section
 from streamrec.eval.synthetic import invalid_events
-from streamrec.streams.clients import make_producer
 from streamrec.models.popularity import decay
 from streamrec.load.request import request_recommendations
 
-from tests.harness import collect, topic_names, values
+from tests.harness import collect, send, topic_names, values
 
 pytestmark = pytest.mark.integration
 
@@ -42,14 +41,6 @@ def valid_events() -> list[dict[str, Any]]:
             events.append({"user_id": user, "item_id": item, "type": kind,
                            "ts": T0 + 1000 * len(events), "event_id": f"e{len(events)}"})
     return events
-
-
-def send(settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
-    producer = make_producer(settings)
-    for key, value in messages:
-        producer.send(topic, key=key, value=value)
-    producer.flush()
-    producer.close()
 
 
 def encode(event: dict[str, Any]) -> bytes:

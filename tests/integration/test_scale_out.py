@@ -12,9 +12,8 @@ import pytest
 
 from streamrec.broker import free_port
 from streamrec.config import Settings, with_section
-from streamrec.streams.clients import make_producer
 
-from tests.harness import collect, metric, topic_names, values, wait_until_balanced
+from tests.harness import collect, metric, send, topic_names, values, wait_until_balanced
 
 pytestmark = pytest.mark.integration
 
@@ -30,11 +29,7 @@ def test_two_workers_split_partitions_and_each_event_gets_one_recommendation(
 
     events = [{"user_id": f"user{n % 40}", "item_id": f"item{n % 17}", "type": "click",
                "event_id": f"scale-{n}", "ts": 1_700_000_000_000 + n} for n in range(200)]
-    producer = make_producer(settings)
-    for event in events:
-        producer.send(names.events, key=event["user_id"].encode(), value=json.dumps(event).encode())
-    producer.flush()
-    producer.close()
+    send(settings, names.events, [(e["user_id"].encode(), json.dumps(e).encode()) for e in events])
     wanted = {e["event_id"] for e in events}
 
     def all_answered(records: list[Any]) -> bool:

@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 
 from streamrec.config import Settings
-from streamrec.streams.clients import make_producer
 from streamrec.load.request import request_recommendations
-from tests.harness import collect, topic_names, values
+from tests.harness import collect, send, topic_names, values
 
 pytestmark = pytest.mark.integration
 
@@ -35,14 +34,6 @@ def random_garbage(count: int, seed: int) -> list[bytes]:
                      "value": rng.choice(shapes)}
             payloads.append(json.dumps(event).encode())
     return payloads
-
-
-def send(settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
-    producer = make_producer(settings)
-    for key, value in messages:
-        producer.send(topic, key=key, value=value)
-    producer.flush()
-    producer.close()
 
 
 def test_garbage_is_dead_lettered_and_the_worker_keeps_serving(
