@@ -1,0 +1,140 @@
+"""Prequential (test-then-train) evaluation: replay a stream in event-time order.
+
+For every evaluated event, each model is first asked for the user's top-K
+(excluding the items the user has already seen), the answer is scored against
+the item the user actually chose, and only then does every model learn from
+the event. All models see the same stream, so their figures compare directly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from streamrec.eval.datasets import Interaction
+from streamrec.models.baselines import OnlineModel
+from streamrec.models.history import UserHistory
+from streamrec.models.weights import event_weight
+
+
+@dataclass(slots=True)
+class SplitScore:
+    """Running ranking metrics over the evaluated events of one user group."""
+
+    n: int = 0
+    hits: int = 0
+    ndcg: float = 0.0
+    reciprocal_rank: float = 0.0
+
+    def add(self, rank: int | None) -> None:
+        """Score one evaluated event; ``rank`` is the 0-based position of the true item, if listed."""
+        self.n += 1
+        if rank is not None:
+            self.hits += 1
+            self.ndcg += 1.0 / math.log2(rank + 2)
+            self.reciprocal_rank += 1.0 / (rank + 1)
+
+    def as_dict(self) -> dict[str, float | int]:
+        """HR@K, NDCG@K and MRR@K (0 when nothing was evaluated) and the event count."""
+        n = max(self.n, 1)
+        return {"events": self.n, "hr": self.hits / n, "ndcg": self.ndcg / n,
+                "mrr": self.reciprocal_rank / n}
+
+
+@dataclass
+class ModelReport:
+    """Everything measured for one model on one stream."""
+
+    overall: SplitScore = field(default_factory=SplitScore)
+    new_users: SplitScore = field(default_factory=SplitScore)
+    returning_users: SplitScore = field(default_factory=SplitScore)
+    recommended: set[str] = field(default_factory=set)
+    seconds: float = 0.0
+    rolling_hits: list[int] = field(default_factory=list)
+    catalogue_size: int = 0
+    """Distinct items in the stream (the denominator of coverage)."""
+
+    def as_dict(self, k: int) -> dict[str, Any]:
+        """Plain-JSON summary; coverage is the share of the catalogue ever recommended."""
+        return {
+            **{name if name == "events" else f"{name}@{k}": value
+               for name, value in self.overall.as_dict().items()},
+            "new_users": self.new_users.as_dict(),
+            "returning_users": self.returning_users.as_dict(),
+            "coverage": len(self.recommended) / max(self.catalogue_size, 1),
+            "events_per_s": self.overall.n / self.seconds if self.seconds > 0 else 0.0,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationSettings:
+    """How to replay: list length, which events to score, how much each type weighs."""
+
+    k: int = 10
+    stride: int = 1
+    """Score every ``stride``-th event (all events are learned from)."""
+    type_weights: Mapping[str, float] = field(default_factory=lambda: {"rating": 1.0})
+    value_weighted_types: Collection[str] = ()
+    history_size: int = 200
+    """Seen items remembered per user (and excluded from their lists)."""
+
+
+def _rank(recommended: list[tuple[str, float]], item_id: str) -> int | None:
+    for position, (candidate, _) in enumerate(recommended):
+        if candidate == item_id:
+            return position
+    return None
+
+
+def evaluate(stream: Iterable[Interaction], models: Mapping[str, OnlineModel],
+             settings: EvaluationSettings,
+             on_progress: Callable[[int], None] | None = None) -> dict[str, ModelReport]:
+    """Replay ``stream`` through every model, test-then-train; return a report per model."""
+    reports = {name: ModelReport() for name in models}
+    histories: dict[str, UserHistory] = {}
+    catalogue: set[str] = set()
+    for index, event in enumerate(stream):
+        history = histories.setdefault(event.user_id, UserHistory())
+        if index % settings.stride == 0:
+            split = "new_users" if history.n_events == 0 else "returning_users"
+            for name, model in models.items():
+                started = time.perf_counter()
+                top = model.recommend(event.user_id, settings.k, exclude=set(history.seen))
+                reports[name].seconds += time.perf_counter() - started
+                _score(reports[name], split, _rank(top, event.item_id), top)
+        weight = event_weight(event.type, event.value, settings.type_weights,
+                              settings.value_weighted_types)
+        for name, model in models.items():
+            started = time.perf_counter()
+            model.learn_one(event.user_id, event.item_id, weight, event.ts_ms)
+            reports[name].seconds += time.perf_counter() - started
+        history.record(event.item_id, None, settings.history_size, 0)
+        catalogue.add(event.item_id)
+        if on_progress is not None:
+            on_progress(1)
+    for report in reports.values():
+        report.catalogue_size = len(catalogue)
+    return reports
+
+
+def _score(report: ModelReport, split: str, rank: int | None, top: list[tuple[str, float]]) -> None:
+    report.overall.add(rank)
+    getattr(report, split).add(rank)
+    report.rolling_hits.append(int(rank is not None))
+    report.recommended.update(item for item, _ in top)
+
+
+def rolling_hit_rate(hits: list[int], window: int) -> np.ndarray:
+    """Hit rate over a sliding window of evaluated events, shape ``(len(hits),)``, float64."""
+    if not hits:
+        return np.zeros(0)
+    cumulative = np.cumsum(np.asarray(hits, dtype=np.float64))
+    ends = np.arange(1, len(hits) + 1)
+    starts = np.maximum(ends - window, 0)
+    previous = np.concatenate(([0.0], cumulative))[starts]
+    return (cumulative - previous) / (ends - starts)
