@@ -19,7 +19,9 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from streamrec.models.online_mf import OnlineMF
+import numpy as np
+
+from streamrec.models.online_mf import MAX_WEIGHT, OnlineMF, top_rows
 from streamrec.models.popularity import PopularityRanking, decay
 
 ItemId = str
@@ -55,6 +57,7 @@ class DecayedPopularity:
         """Add the event's weight to the item's score (late events are decayed to the present)."""
         if not (math.isfinite(weight) and weight > 0):
             return
+        weight = min(weight, MAX_WEIGHT)  # one event cannot swamp the ranking (nor overflow it)
         event_ms = self.ranking.latest_ts_ms if ts_ms is None else int(ts_ms)
         now_ms = max(event_ms, self.ranking.latest_ts_ms)  # every stored score is as of <= now_ms
         score = self.ranking.score(item_id, now_ms) + decay(weight, event_ms, now_ms, self.ranking.half_life_s)
@@ -80,9 +83,10 @@ class CoOccurrence:
 
     Each event adds its weight to the pair (new item, each of the user's recent
     items), both ways. ``recommend`` sums, over the user's recent items, their
-    co-occurrence with every candidate. Memory is bounded: ``history_size``
-    items per user, and at most ``max_neighbours`` neighbours per item (when an
-    item reaches twice that, it keeps its ``max_neighbours`` strongest).
+    co-occurrence with every candidate (vectorised), ties by catalogue age.
+    Memory is bounded: ``history_size`` items per user, and at most
+    ``2 * max_neighbours`` neighbours per item (when an item reaches that, it
+    keeps its ``max_neighbours`` strongest).
     """
 
     model_version = "co-occurrence-v1"
@@ -93,44 +97,83 @@ class CoOccurrence:
             raise ValueError(f"history_size and max_neighbours must be >= 1, got {history_size}, {max_neighbours}")
         self.history_size = history_size
         self.max_neighbours = max_neighbours
-        self._recent: dict[UserId, deque[ItemId]] = {}
-        self._neighbours: dict[ItemId, dict[ItemId, float]] = {}
-        self._order: dict[ItemId, int] = {}  # catalogue age, for deterministic ties
+        self._ids: list[ItemId] = []  # row -> item id, in catalogue order
+        self._rows: dict[ItemId, int] = {}
+        self._recent: dict[UserId, deque[int]] = {}  # item rows, oldest first
+        self._neighbours: dict[int, dict[int, float]] = {}
 
     def learn_one(self, user_id: UserId, item_id: ItemId, weight: float = 1.0, ts_ms: int | None = None) -> None:
         """Count the item with each of the user's recent items, then remember it as recent."""
-        self._order.setdefault(item_id, len(self._order))
+        row = self._rows.get(item_id)
+        if row is None:
+            row = self._rows[item_id] = len(self._ids)
+            self._ids.append(item_id)
         recent = self._recent.setdefault(user_id, deque(maxlen=self.history_size))
         if math.isfinite(weight) and weight > 0:
+            weight = min(weight, MAX_WEIGHT)  # one event cannot swamp the counts (nor overflow them)
             for other in recent:
-                if other != item_id:
-                    self._add(item_id, other, weight)
-                    self._add(other, item_id, weight)
-        if item_id in recent:
-            recent.remove(item_id)
-        recent.append(item_id)
+                if other != row:
+                    self._add(row, other, weight)
+                    self._add(other, row, weight)
+        if row in recent:
+            recent.remove(row)
+        recent.append(row)
 
     def recommend(self, user_id: UserId, k: int, exclude: Collection[ItemId] = ()) -> list[tuple[ItemId, float]]:
         """Items co-occurring most with the user's recent items; ``[]`` for an unknown user."""
-        scores: dict[ItemId, float] = {}
-        for item in self._recent.get(user_id, ()):
-            for other, count in self._neighbours.get(item, {}).items():
-                scores[other] = scores.get(other, 0.0) + count
-        excluded = set(exclude)
-        ranked = sorted((item for item in scores if item not in excluded),
-                        key=lambda item: (-scores[item], self._order[item]))
-        return [(item, scores[item]) for item in ranked[:max(k, 0)]]
+        tables = [self._neighbours[row] for row in self._recent.get(user_id, ()) if row in self._neighbours]
+        if not tables or k <= 0:
+            return []
+        rows = np.concatenate([table.rows[:table.size] for table in tables])
+        counts = np.concatenate([table.counts[:table.size] for table in tables])
+        candidates, position = np.unique(rows, return_inverse=True)  # (c,) sorted rows = catalogue order
+        scores = np.bincount(position, weights=counts)  # (c,)
+        excluded = np.fromiter((row for row in map(self._rows.get, exclude) if row is not None), dtype=np.intp)
+        if excluded.size:
+            at = np.minimum(np.searchsorted(candidates, excluded), candidates.size - 1)
+            scores[at[candidates[at] == excluded]] = -np.inf
+        return [(self._ids[candidates[r]], float(scores[r])) for r in top_rows(scores, k)]
 
     def neighbour_count(self) -> int:
-        """Total stored (item, neighbour) pairs: bounded by items x 2 x ``max_neighbours``."""
-        return sum(map(len, self._neighbours.values()))
+        """Total stored (item, neighbour) pairs: below items x 2 x ``max_neighbours``."""
+        return sum(table.size for table in self._neighbours.values())
 
-    def _add(self, item_id: ItemId, other: ItemId, weight: float) -> None:
-        neighbours = self._neighbours.setdefault(item_id, {})
-        neighbours[other] = neighbours.get(other, 0.0) + weight
-        if len(neighbours) >= 2 * self.max_neighbours:
-            strongest = sorted(neighbours.items(), key=lambda pair: -pair[1])[:self.max_neighbours]
-            self._neighbours[item_id] = dict(strongest)
+    def _add(self, row: int, other: int, weight: float) -> None:
+        table = self._neighbours.get(row)
+        if table is None:
+            table = self._neighbours[row] = _Neighbours()
+        if other not in table.slots and table.size >= 2 * self.max_neighbours:
+            table.keep_strongest(self.max_neighbours)
+        table.add(other, weight)
+
+
+class _Neighbours:
+    """One item's co-occurrence counts: neighbour rows and counts in growable arrays, plus a slot map."""
+
+    __slots__ = ("counts", "rows", "size", "slots")
+
+    def __init__(self) -> None:
+        self.slots: dict[int, int] = {}  # neighbour row -> slot in rows/counts
+        self.rows = np.zeros(8, dtype=np.intp)
+        self.counts = np.zeros(8, dtype=np.float64)
+        self.size = 0
+
+    def add(self, other: int, weight: float) -> None:
+        slot = self.slots.get(other)
+        if slot is None:
+            if self.size == self.rows.size:
+                self.rows = np.resize(self.rows, 2 * self.size)
+                self.counts = np.resize(self.counts, 2 * self.size)
+            slot = self.slots[other] = self.size
+            self.rows[slot], self.counts[slot] = other, 0.0
+            self.size += 1
+        self.counts[slot] += weight
+
+    def keep_strongest(self, n: int) -> None:
+        keep = np.sort(np.argsort(-self.counts[:self.size], kind="stable")[:n])  # the n largest, in slot order
+        self.rows[:keep.size], self.counts[:keep.size] = self.rows[keep], self.counts[keep]
+        self.size = keep.size
+        self.slots = {int(row): slot for slot, row in enumerate(self.rows[:self.size])}
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,24 +188,34 @@ class BlendConfig:
         then the personal model only; ``"off"``: the personal model only.
     candidates
         How many of each model's top items are blended (at least ``k``).
+    min_share
+        Trending shares below this are skipped (the personal model alone, faster).
+
+    Measured with the defaults (HR@10, users with fewer than 5 earlier events / the
+    rest): ML-100K OnlineMF alone 0.292 / 0.146, this blend 0.346 / 0.147, switch at 1
+    0.361 / 0.146; synthetic stream (tests/unit) 0.224 / 0.214, 0.308 / 0.214, 0.297 / 0.214.
     """
 
     rule: Literal["shrink", "switch", "off"] = "shrink"
-    shrinkage: float = 5.0
-    min_events: int = 3
-    candidates: int = 100
+    shrinkage: float = 1.0
+    min_events: int = 1
+    candidates: int = 30
+    min_share: float = 0.02
 
     def popularity_weight(self, n_events: int) -> float:
         """Trending's share in ``[0, 1]`` for a user with ``n_events`` events.
 
         >>> BlendConfig(rule="shrink", shrinkage=5.0).popularity_weight(15)
         0.25
+        >>> BlendConfig(rule="switch", min_events=3).popularity_weight(2)
+        1.0
         """
         if self.rule == "off":
             return 0.0
         if self.rule == "switch":
             return 1.0 if n_events < self.min_events else 0.0
-        return self.shrinkage / (self.shrinkage + n_events) if self.shrinkage > 0 else 0.0
+        share = self.shrinkage / (self.shrinkage + n_events) if self.shrinkage > 0 else 0.0
+        return share if share >= self.min_share else 0.0
 
 
 class Blend:
