@@ -33,6 +33,8 @@ from pydantic_settings import (
 )
 
 from streamrec.errors import ConfigError
+from streamrec.models.online_mf import OnlineMFConfig
+from streamrec.models.online_recommender import FusionWeights, RecommenderConfig
 
 #: Where ``load_settings`` looks when no file is named (relative to the working directory).
 DEFAULT_CONFIG_PATH = Path("config/streamrec.toml")
@@ -121,7 +123,7 @@ class EventSettings(_Section):
 
 
 class ModelSettings(_Section):
-    """The recommender: list length, popularity decay, per-user memory."""
+    """The recommender: list length, online learning, signal fusion, per-user memory."""
 
     k: int = Field(10, ge=1, le=1000)
     max_k: int = Field(100, ge=1, le=10_000)
@@ -129,6 +131,30 @@ class ModelSettings(_Section):
     history_size: int = Field(200, ge=1, le=100_000)
     max_items: int = Field(1_000_000, ge=1)
     item_publish_interval_ms: int = Field(50, ge=1, le=60_000)
+    dim: int = Field(32, ge=2, le=1024)
+    learning_rate: float = Field(0.1, ge=0, le=10)
+    user_lr_multiplier: float = Field(32.0, ge=0, le=1000)
+    regularization: float = Field(0.01, ge=0, le=1)
+    negatives: int = Field(4, ge=0, le=100)
+    max_norm: float = Field(3.0, gt=0, le=1000)
+    seed: int = Field(0, ge=0)
+    covisit_history: int = Field(5, ge=1, le=100)
+    max_neighbours: int = Field(50, ge=1, le=10_000)
+    mf_weight: float = Field(1.0, ge=0, le=1000)
+    covisit_weight: float = Field(1.0, ge=0, le=1000)
+    trending_weight: float = Field(0.0, ge=0, le=1000)
+    cold_start: float = Field(1.0, ge=0, le=1000)
+
+    def recommender(self, dedup_window: int = 0, half_life_s: float | None = None) -> RecommenderConfig:
+        """The pure model's configuration (``half_life_s`` overrides the popularity half-life)."""
+        return RecommenderConfig(
+            mf=OnlineMFConfig(dim=self.dim, learning_rate=self.learning_rate,
+                              user_lr_multiplier=self.user_lr_multiplier, regularization=self.regularization,
+                              negatives=self.negatives, max_norm=self.max_norm, seed=self.seed),
+            fusion=FusionWeights(self.mf_weight, self.covisit_weight, self.trending_weight, self.cold_start),
+            covisit_history=self.covisit_history, max_neighbours=self.max_neighbours,
+            half_life_s=self.popularity_half_life_s if half_life_s is None else half_life_s,
+            history_size=self.history_size, dedup_window=dedup_window, max_items=self.max_items)
 
 
 class EmbeddedBrokerSettings(_Section):

@@ -18,7 +18,7 @@ import numpy as np
 
 from streamrec.eval.datasets import Interaction
 from streamrec.models.baselines import OnlineModel
-from streamrec.models.history import UserHistory
+from streamrec.models.user_state import UserState
 from streamrec.models.weights import event_weight
 
 
@@ -96,10 +96,10 @@ def evaluate(stream: Iterable[Interaction], models: Mapping[str, OnlineModel],
              on_progress: Callable[[int], None] | None = None) -> dict[str, ModelReport]:
     """Replay ``stream`` through every model, test-then-train; return a report per model."""
     reports = {name: ModelReport() for name in models}
-    histories: dict[str, UserHistory] = {}
+    histories: dict[str, UserState] = {}
     catalogue: set[str] = set()
     for index, event in enumerate(stream):
-        history = histories.setdefault(event.user_id, UserHistory())
+        history = histories.setdefault(event.user_id, UserState())
         if index % settings.stride == 0:
             split = "new_users" if history.n_events == 0 else "returning_users"
             for name, model in models.items():

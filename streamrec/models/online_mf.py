@@ -254,10 +254,9 @@ def _sanitised(vectors: np.ndarray, max_norm: float) -> np.ndarray:
 
 def _clip_rows(vectors: np.ndarray, max_norm: float) -> None:
     """Scale rows longer than ``max_norm`` (finite rows only) down to it, in place."""
-    squared = np.einsum("ij,ij->i", vectors, vectors).tolist()  # (rows,)
-    for row, length_squared in enumerate(squared):
-        if length_squared > max_norm * max_norm:
-            vectors[row] *= np.float32(max_norm / math.sqrt(length_squared))
+    lengths = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))  # (rows,)
+    with np.errstate(divide="ignore"):
+        vectors *= np.minimum(np.float32(1.0), np.float32(max_norm) / lengths)[:, None]
 
 
 def _mixing_matrix(user_steps: list[float], steps: list[float], shrink: float) -> np.ndarray:

@@ -100,9 +100,7 @@ class PopularityRanking:
         n = len(self._ids)
         if n == 0 or k <= 0:
             return []
-        now = self.latest_ts_ms if now_ms is None else now_ms
-        elapsed_s = np.maximum(now - self._ts_ms[:n], 0) / 1000.0
-        decayed = self._scores[:n] * np.exp2(-elapsed_s / self.half_life_s)  # (n,)
+        decayed = self.decayed(now_ms)  # (n,)
         excluded = [r for r in (self._index.get(i) for i in exclude) if r is not None]
         if excluded:
             decayed[excluded] = -np.inf
@@ -112,16 +110,24 @@ class PopularityRanking:
         rows = rows[np.lexsort((rows, -decayed[rows]))][:take]  # by score, ties by catalogue age
         return [(self._ids[r], float(decayed[r])) for r in rows if np.isfinite(decayed[r])]
 
-    def _forget_least_popular(self) -> None:
+    def decayed(self, now_ms: int | None = None) -> np.ndarray:
+        """Every item's score decayed to ``now_ms`` (default: latest event time), shape ``(n,)`` by row."""
         n = len(self._ids)
+        now = self.latest_ts_ms if now_ms is None else now_ms
+        elapsed_s = np.maximum(now - self._ts_ms[:n], 0) / 1000.0
+        return self._scores[:n] * np.exp2(-elapsed_s / self.half_life_s)
+
+    def _forget_least_popular(self) -> None:
         keep_n = max(1, int(self.max_items * 0.9)) if self.max_items > 1 else 0
-        elapsed_s = np.maximum(self.latest_ts_ms - self._ts_ms[:n], 0) / 1000.0
-        decayed = self._scores[:n] * np.exp2(-elapsed_s / self.half_life_s)
-        keep = np.sort(np.argsort(-decayed, kind="stable")[:keep_n])  # catalogue order kept
-        self._ids = [self._ids[r] for r in keep]
-        self._scores[:keep_n] = self._scores[keep]
-        self._ts_ms[:keep_n] = self._ts_ms[keep]
+        keep = np.sort(np.argsort(-self.decayed(), kind="stable")[:keep_n])  # catalogue order kept
+        self._keep_rows(keep)
         self._index = {item_id: row for row, item_id in enumerate(self._ids)}
+
+    def _keep_rows(self, keep: np.ndarray) -> None:
+        """Compact the per-row arrays to the rows ``keep`` (ascending); subclasses extend it."""
+        self._ids = [self._ids[r] for r in keep]
+        self._scores[:keep.size] = self._scores[keep]
+        self._ts_ms[:keep.size] = self._ts_ms[keep]
 
     def _append(self, item_id: ItemId) -> int:
         row = len(self._ids)

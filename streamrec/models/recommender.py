@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from streamrec.models.history import UserHistory
+from streamrec.models.user_state import UserState
 from streamrec.models.popularity import PopularityRanking
 
 ItemId = str
@@ -17,7 +17,7 @@ class Recommender(Protocol):
     model_version: str
     source: str
 
-    def recommend(self, history: UserHistory, k: int, exclude: Iterable[ItemId] = ()
+    def recommend(self, history: UserState, k: int, exclude: Iterable[ItemId] = ()
                   ) -> list[tuple[ItemId, float]]:
         """Top ``k`` ``(item_id, score)`` pairs for a user, best first, never an excluded item."""
         ...
@@ -35,7 +35,7 @@ class TrendingRecommender:
     def __init__(self, ranking: PopularityRanking) -> None:
         self.ranking = ranking
 
-    def recommend(self, history: UserHistory, k: int, exclude: Iterable[ItemId] = ()
+    def recommend(self, history: UserState, k: int, exclude: Iterable[ItemId] = ()
                   ) -> list[tuple[ItemId, float]]:
         """Top ``k`` trending items, excluding the user's seen items and ``exclude``."""
         return self.ranking.top_k(k, exclude={*history.seen, *exclude})

@@ -3,14 +3,14 @@
 Each processor takes a raw message, calls the pure core (``models/``), and
 writes the result to a table or topic. Data flow (DESIGN.md):
 
-events (by user) ──► validate, dedup, remember seen ──► recommendations
-        │                                   └─► internal.item-updates (by item)
-        └─► dead-letter                              │
-                                           item popularity table (owner)
-                                                     │ coalesced
-                                           internal.item-state (compacted)
-                                                     │ every worker
-                                           popularity replica ──► ranking
+events (by user) ──► validate, dedup, learn (users table) ──► recommend ──► recommendations
+        │                          └─► item deltas, coalesced ─► internal.item-updates (by item)
+        └─► dead-letter                                                    │
+                                                 items table (owner): popularity, vector, co-visits
+                                                                           │ coalesced
+                                                 internal.item-state (compacted, read by every worker)
+                                                                           │
+                                                 item catalogue replica ──► learn and recommend
 """
 
 from __future__ import annotations
@@ -26,20 +26,24 @@ from faust.types import EventT
 
 from streamrec.config import Settings
 from streamrec.errors import InvalidRecord
-from streamrec.models.history import UserHistory
-from streamrec.models.popularity import PopularityRanking, add_event
-from streamrec.models.recommender import TrendingRecommender
+import random
+
+from streamrec.models.items import ItemDelta, OwnedItem
+from streamrec.models.online_recommender import MODEL_VERSION, learn, recommend
+from streamrec.models.user_state import UserState
 from streamrec.models.weights import event_weight
 from streamrec.streams.metrics import WorkerMetrics
 from streamrec.streams.records import (
     DeadLetter,
     InvalidRequest,
-    ItemState,
-    ItemUpdate,
     Recommendation,
     ScoredItem,
     decode_event,
+    decode_item_state,
+    decode_item_update,
     decode_request,
+    encode_item_state,
+    encode_item_update,
 )
 from streamrec.streams.topics import TopicNames
 
@@ -62,9 +66,9 @@ class Pipeline:
         self.settings = settings
         self.names = TopicNames.for_prefix(settings.topics.prefix)
         self.metrics = WorkerMetrics()
-        self.ranking = PopularityRanking(settings.model.popularity_half_life_s,
-                                         settings.model.max_items)
-        self.recommender = TrendingRecommender(self.ranking)
+        self.config = settings.model.recommender(settings.events.dedup_window)
+        self.catalog = self.config.new_catalog()  # this worker's replica of every item
+        self.rng = random.Random(self.config.mf.seed)  # negative sampling
         n = settings.topics.partitions
         self.events = app.topic(self.names.events, partitions=n, **_RAW)
         self.requests = app.topic(self.names.requests, partitions=n, **_RAW)
@@ -76,14 +80,14 @@ class Pipeline:
         # like the topic key (HTTP routing to the owner relies on it).
         table_options: dict[str, Any] = {"partitions": n, "key_type": bytes, "default": None}
         self.users = app.Table("users", **table_options)
-        self.item_popularity = app.Table("item_popularity", **table_options)
+        self.items = app.Table("items", **table_options)
         # Coalescing buffers, drained every model.item_publish_interval_ms and before
         # every offset commit, so internal traffic grows with distinct items changed,
         # not with events. Both are bounded by the catalogue size.
-        self._pending_updates: dict[str, tuple[float, int]] = {}
-        self._dirty_items: dict[str, tuple[float, int]] = {}
+        self._pending_updates: dict[str, ItemDelta] = {}
+        self._dirty_items: dict[str, OwnedItem] = {}
         self.metrics.assigned_partitions.set_function(self.owned_event_partitions)
-        self.item_popularity.on_recover(self.republish_owned_items)
+        self.items.on_recover(self.republish_owned_items)
 
     def owned_event_partitions(self) -> int:
         """How many events partitions this worker owns now (0 while rebalancing)."""
@@ -113,23 +117,24 @@ class Pipeline:
             self.metrics.events_in.labels("rerouted").inc()
             await self.events.send(key=record.user_id.encode(), value=event.value)
             return
-        history = UserHistory.from_dict(self.users.get(event.key))
-        if history.is_duplicate(record.event_id):
+        state = UserState.from_dict(self.users.get(event.key))
+        if state.is_duplicate(record.event_id):
             self.metrics.events_in.labels("duplicate").inc()
             return
-        model = self.settings.model
-        history.record(record.item_id, record.event_id, model.history_size,
-                       self.settings.events.dedup_window)
-        self.users[event.key] = history.to_dict()
         event_ts = record.ts_ms if record.ts_ms is not None else int(message.timestamp * 1000)
         weight = event_weight(record.type, record.value, self.settings.events.types,
                               self.settings.events.value_weighted_types)
-        if weight > 0:
-            pending = self._pending_updates.get(record.item_id, (0.0, event_ts))
-            self._pending_updates[record.item_id] = add_event(
-                *pending, weight, event_ts, model.popularity_half_life_s)
+        deltas = learn(record.user_id, state, record.item_id, record.event_id, weight, event_ts,
+                       self.catalog, self.config, self.rng)
+        self.users[event.key] = state.to_dict()
+        for item_id, delta in deltas.items():
+            pending = self._pending_updates.get(item_id)
+            if pending is None:
+                self._pending_updates[item_id] = delta
+            else:
+                pending.merge(delta, self.config.half_life_s)
         self.metrics.events_in.labels("applied").inc()
-        await self.emit(self.recommend(record.user_id, model.k, trigger="event", history=history,
+        await self.emit(self.recommend(record.user_id, self.settings.model.k, trigger="event", state=state,
                                        event_ts=event_ts, event_id=record.event_id))
         self.metrics.processing_seconds.labels("events").observe(time.perf_counter() - started)
 
@@ -146,7 +151,7 @@ class Pipeline:
             if isinstance(exc, InvalidRequest):  # answerable: say why, so nobody waits in vain
                 await self.emit(Recommendation(
                     user_id=exc.user_id, items=[], trigger="request", request_id=exc.request_id,
-                    model_version=self.recommender.model_version, source="error",
+                    model_version=MODEL_VERSION, source="error",
                     emitted_ts=now_ms(), error=exc.reason))
             return
         if event.key != request.user_id.encode():
@@ -160,19 +165,19 @@ class Pipeline:
         self.metrics.processing_seconds.labels("requests").observe(time.perf_counter() - started)
 
     def recommend(self, user_id: str, k: int, trigger: str, exclude: tuple[str, ...] = (),
-                  history: UserHistory | None = None, **fields: Any) -> Recommendation:
+                  state: UserState | None = None, **fields: Any) -> Recommendation:
         """The user's top-K now, from local state (call it on the user's partition owner).
 
-        ``history`` saves a table read when the caller already holds the user's state.
+        ``state`` saves a table read when the caller already holds the user's state.
         """
-        if history is None:
-            history = UserHistory.from_dict(self.users.get(user_id.encode()))
-        ranked = self.recommender.recommend(history, k, exclude)
+        if state is None:
+            state = UserState.from_dict(self.users.get(user_id.encode()))
+        ranked = recommend(state, self.catalog, k, self.config, exclude)
         return Recommendation(
             user_id=user_id,
             items=[ScoredItem(item_id, round(score, 6)) for item_id, score in ranked],
-            trigger=trigger, model_version=self.recommender.model_version,
-            source=self.recommender.source, emitted_ts=now_ms(), **fields,
+            trigger=trigger, model_version=MODEL_VERSION,
+            source="trending" if state.vector is None else "online", emitted_ts=now_ms(), **fields,
         )
 
     async def emit(self, recommendation: Recommendation) -> None:
@@ -203,36 +208,35 @@ class Pipeline:
     # -- items ----------------------------------------------------------------
 
     async def on_item_update(self, event: EventT) -> None:
-        """Apply an item-side update on the item's owner; publish it coalesced."""
+        """Apply a (coalesced) item delta on the item's owner; publish the item coalesced."""
         try:
             item_key = event.key or b""
             item_id = item_key.decode()
-            update = ItemUpdate.from_json(event.value)
+            delta = decode_item_update(event.value, self.config.mf.dim)
         except UnicodeDecodeError:
             await self.send_dead_letter("internal item update has a key that is not UTF-8", event)
             return
         except InvalidRecord as exc:
             await self.send_dead_letter(f"internal item update is malformed: {exc.reason}", event)
             return
-        score, score_ts = self.item_popularity.get(item_key) or (0.0, update.ts_ms)
-        updated = add_event(score, score_ts, update.weight, update.ts_ms,
-                            self.settings.model.popularity_half_life_s)
-        self.item_popularity[item_key] = list(updated)
-        self._dirty_items[item_id] = updated
+        item = OwnedItem.from_dict(self.items.get(item_key))
+        item.apply(item_id, delta, self.config.items)
+        self.items[item_key] = item.to_dict()
+        self._dirty_items[item_id] = item
 
     async def publish_coalesced(self) -> None:
-        """Send the merged item-side updates to their owners and the changed item states to all.
+        """Send the merged item deltas to their owners and the changed items to every worker.
 
-        Decayed weights add linearly, so one merged update per item per interval
-        gives the owner exactly the score that one update per event would.
+        Deltas add up, so one merged delta per item per interval gives the owner
+        what one delta per event would (up to the norm clip).
         """
         pending, self._pending_updates = self._pending_updates, {}
-        for item_id, (weight, ts) in pending.items():
-            await self.item_updates.send(key=item_id.encode(), value=ItemUpdate(weight, ts).to_json())
+        for item_id, delta in pending.items():
+            await self.item_updates.send(key=item_id.encode(), value=encode_item_update(delta))
         dirty, self._dirty_items = self._dirty_items, {}
-        for item_id, (score, ts) in dirty.items():
-            await self.item_state.send(key=item_id.encode(),
-                                       value=ItemState(item_id, score, ts).to_json())
+        items = self.config.items
+        for item_id, item in dirty.items():
+            await self.item_state.send(key=item_id.encode(), value=encode_item_state(item_id, item.published(items)))
 
     async def republish_owned_items(self) -> None:
         """After a rebalance, queue every owned item for publication.
@@ -241,13 +245,13 @@ class Pipeline:
         replicated topic; republishing what the recovered table holds fixes
         every worker's replica (cost: one record per owned item per rebalance).
         """
-        for key, (score, ts) in self.item_popularity.items():
-            self._dirty_items[key.decode()] = (float(score), int(ts))
+        for key, value in self.items.items():
+            self._dirty_items[key.decode()] = OwnedItem.from_dict(value)
 
     def apply_item_state(self, key: bytes | None, value: bytes | None) -> None:
         """Update this worker's replica from one item-state record."""
         if key is None or value is None:
             return
-        state = ItemState.from_json(value)
-        self.ranking.set(state.item_id, state.popularity, state.ts_ms)
-        self.metrics.catalog_items.set(len(self.ranking))
+        item_id, item = decode_item_state(value, self.config.mf.dim)
+        self.catalog.upsert(item_id, item)
+        self.metrics.catalog_items.set(len(self.catalog))

@@ -15,8 +15,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
+
 from streamrec.config import EventSettings
 from streamrec.errors import InvalidRecord
+from streamrec.models.items import ItemDelta, PublishedItem
 
 #: Version of the message formats below; bumped on incompatible changes.
 SCHEMA_VERSION = 1
@@ -137,56 +140,68 @@ class DeadLetter:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
 
 
-@dataclass(frozen=True, slots=True)
-class ItemUpdate:
-    """Internal (``internal.item-updates``, keyed by item_id): popularity to add, for the item's owner."""
-
-    weight: float
-    """Sum of event weights, decayed to ``ts_ms``."""
-    ts_ms: int
-    schema_version: int = SCHEMA_VERSION
-
-    def to_json(self) -> bytes:
-        """Encode for the internal topic."""
-        return json.dumps({"weight": self.weight, "ts_ms": self.ts_ms,
-                           "schema_version": self.schema_version}).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes | None) -> ItemUpdate:
-        """Decode, raising :class:`InvalidRecord` for anything malformed."""
-        obj = _load_object(raw, DEAD_LETTER_PAYLOAD_LIMIT)
-        weight = _finite_number(obj, "weight")
-        ts_ms = parse_timestamp_ms(obj.get("ts_ms"))
-        if weight is None or ts_ms is None:
-            raise InvalidRecord("internal item update needs numeric 'weight' and 'ts_ms'")
-        return cls(weight, ts_ms)
+def encode_item_update(delta: ItemDelta) -> bytes:
+    """Encode an item delta for ``internal.item-updates`` (keyed by item_id)."""
+    return json.dumps({"weight": delta.weight, "ts_ms": delta.ts_ms,
+                       "vector": None if delta.vector is None else delta.vector.tolist(),
+                       "neighbours": delta.neighbours, "schema_version": SCHEMA_VERSION}).encode()
 
 
-@dataclass(frozen=True, slots=True)
-class ItemState:
-    """Internal (``internal.item-state``, compacted, read by every worker): an item's latest state."""
+def decode_item_update(raw: bytes | None, dim: int) -> ItemDelta:
+    """Decode an item delta, raising :class:`InvalidRecord` for anything malformed or non-finite."""
+    obj = _load_object(raw, DEAD_LETTER_PAYLOAD_LIMIT)
+    weight = _finite_number(obj, "weight")
+    ts_ms = parse_timestamp_ms(obj.get("ts_ms"))
+    neighbours = obj.get("neighbours") or {}
+    if weight is None or ts_ms is None or not isinstance(neighbours, dict):
+        raise InvalidRecord("internal item update needs numeric 'weight' and 'ts_ms' and an object 'neighbours'")
+    weights = _finite_numbers(list(neighbours.values()), "neighbour weights")
+    return ItemDelta(weight, ts_ms, _vector(obj.get("vector"), dim, required=False),
+                     dict(zip(map(str, neighbours), weights.tolist(), strict=True)))
 
-    item_id: ItemId
-    popularity: float
-    """Time-decayed popularity as of ``ts_ms``."""
-    ts_ms: int
-    schema_version: int = SCHEMA_VERSION
 
-    def to_json(self) -> bytes:
-        """Encode for the internal topic."""
-        return json.dumps({"item_id": self.item_id, "popularity": self.popularity,
-                           "ts_ms": self.ts_ms, "schema_version": self.schema_version}).encode()
+def encode_item_state(item_id: ItemId, item: PublishedItem) -> bytes:
+    """Encode an item's published state for ``internal.item-state`` (compacted, keyed by item_id)."""
+    return json.dumps({"item_id": item_id, "popularity": item.popularity, "ts_ms": item.ts_ms,
+                       "vector": item.vector.tolist(), "neighbours": item.neighbour_ids,
+                       "neighbour_weights": item.neighbour_weights.tolist(),
+                       "schema_version": SCHEMA_VERSION}).encode()
 
-    @classmethod
-    def from_json(cls, raw: bytes | None) -> ItemState:
-        """Decode, raising :class:`InvalidRecord` for anything malformed."""
-        obj = _load_object(raw, DEAD_LETTER_PAYLOAD_LIMIT)
-        item_id = _require_id(obj, "item_id", DEAD_LETTER_PAYLOAD_LIMIT)
-        popularity = _finite_number(obj, "popularity")
-        ts_ms = parse_timestamp_ms(obj.get("ts_ms"))
-        if item_id is None or popularity is None or ts_ms is None:
-            raise InvalidRecord("internal item state needs 'item_id', 'popularity' and 'ts_ms'")
-        return cls(item_id, popularity, ts_ms)
+
+def decode_item_state(raw: bytes | None, dim: int) -> tuple[ItemId, PublishedItem]:
+    """Decode an item's published state, raising :class:`InvalidRecord` for anything malformed."""
+    obj = _load_object(raw, 4 * DEAD_LETTER_PAYLOAD_LIMIT)
+    item_id = _require_id(obj, "item_id", DEAD_LETTER_PAYLOAD_LIMIT)
+    popularity = _finite_number(obj, "popularity")
+    ts_ms = parse_timestamp_ms(obj.get("ts_ms"))
+    ids = obj.get("neighbours") or []
+    if item_id is None or popularity is None or ts_ms is None or not isinstance(ids, list):
+        raise InvalidRecord("internal item state needs 'item_id', 'popularity', 'ts_ms' and a list 'neighbours'")
+    weights = _finite_numbers(obj.get("neighbour_weights") or [], "neighbour_weights")
+    if len(ids) != weights.size:
+        raise InvalidRecord(f"internal item state has {len(ids)} neighbours but {weights.size} neighbour_weights")
+    vector = _vector(obj.get("vector"), dim, required=True)
+    return item_id, PublishedItem(popularity, ts_ms, vector, [str(i) for i in ids], weights)
+
+
+def _finite_numbers(values: Any, name: str) -> np.ndarray:
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidRecord(f"{name} must be a list of numbers") from None
+    if array.ndim != 1 or not np.isfinite(array).all():
+        raise InvalidRecord(f"{name} must be a flat list of finite numbers")
+    return array
+
+
+def _vector(value: Any, dim: int, required: bool) -> np.ndarray | None:
+    if value is None and not required:
+        return None
+    vector = _finite_numbers(value if value is not None else [], "vector")
+    if vector.shape != (dim,):
+        raise InvalidRecord(f"vector has {vector.size} components but model.dim is {dim}: "
+                            "every worker must run with the same model.dim")
+    return vector.astype(np.float32)
 
 
 def _load_object(raw: bytes | None, max_bytes: int) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 from streamrec.config import KafkaSettings, Settings
 
 #: Faust tables of the worker; each has a changelog topic ``<app_id>-<table>-changelog``.
-TABLES = ("users", "item_popularity")
+TABLES = ("users", "items")
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ def app(tmp_path: Path) -> StreamrecApp:
 def pipeline(app: StreamrecApp) -> Pipeline:
     pipeline = app.pipeline
     for item_id, score in {"i1": 5.0, "i2": 4.0, "i3": 3.0, "i4": 2.0}.items():
-        pipeline.ranking.set(item_id, score, T0_MS)
+        pipeline.catalog.set(item_id, score, T0_MS)
     return pipeline
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamrec.models.history import UserHistory
+from streamrec.models.user_state import UserState
 from streamrec.models.popularity import PopularityRanking, add_event, decay
 from streamrec.models.recommender import Recommender, TrendingRecommender
 from streamrec.models.weights import event_weight
@@ -169,11 +169,11 @@ def test_non_finite_or_negative_scores_are_stored_as_zero(bad: float) -> None:
     assert ranking.top_k(2) == [("b", 1.0), ("a", 0.0)]
 
 
-# -- UserHistory --------------------------------------------------------------------
+# -- UserState --------------------------------------------------------------------
 
 
 def test_empty_history_has_seen_nothing() -> None:
-    history = UserHistory.from_dict(None)
+    history = UserState.from_dict(None)
 
     assert (history.seen, history.event_ids, history.n_events) == ([], [], 0)
     assert not history.is_duplicate("e1")
@@ -181,7 +181,7 @@ def test_empty_history_has_seen_nothing() -> None:
 
 
 def test_repeated_item_moves_to_the_end_of_seen() -> None:
-    history = UserHistory()
+    history = UserState()
     for item in ("a", "b", "c", "a"):
         history.record(item, None, history_size=10, dedup_window=10)
 
@@ -190,7 +190,7 @@ def test_repeated_item_moves_to_the_end_of_seen() -> None:
 
 
 def test_recorded_event_id_is_a_duplicate_until_it_leaves_the_window() -> None:
-    history = UserHistory()
+    history = UserState()
     history.record("a", "e1", history_size=10, dedup_window=2)
     assert history.is_duplicate("e1") and not history.is_duplicate("e2")
 
@@ -202,7 +202,7 @@ def test_recorded_event_id_is_a_duplicate_until_it_leaves_the_window() -> None:
 
 
 def test_zero_dedup_window_remembers_no_event_ids() -> None:
-    history = UserHistory()
+    history = UserState()
     history.record("a", "e1", history_size=10, dedup_window=0)
 
     assert history.event_ids == [] and not history.is_duplicate("e1")
@@ -216,7 +216,7 @@ def test_zero_dedup_window_remembers_no_event_ids() -> None:
 )
 def test_history_stays_bounded_and_matches_a_reference(events: list, history_size: int,
                                                        dedup_window: int) -> None:
-    history = UserHistory()
+    history = UserState()
     for item, event_id in events:
         history.record(item, event_id, history_size, dedup_window)
 
@@ -232,12 +232,12 @@ def test_history_stays_bounded_and_matches_a_reference(events: list, history_siz
 
 
 def test_history_round_trips_through_a_plain_dict() -> None:
-    history = UserHistory()
+    history = UserState()
     for n in range(5):
         history.record(f"i{n}", f"e{n}", history_size=3, dedup_window=2)
 
     data = history.to_dict()
-    restored = UserHistory.from_dict(data)
+    restored = UserState.from_dict(data)
 
     assert data == {"seen": ["i2", "i3", "i4"], "event_ids": ["e3", "e4"], "n_events": 5}
     assert restored == history
@@ -246,7 +246,7 @@ def test_history_round_trips_through_a_plain_dict() -> None:
 
 
 def test_history_from_partial_dict_uses_defaults() -> None:
-    assert UserHistory.from_dict({"seen": ["a"]}) == UserHistory(["a"], [], 0)
+    assert UserState.from_dict({"seen": ["a"]}) == UserState(["a"], [], 0)
 
 
 # -- event_weight -------------------------------------------------------------------
@@ -286,7 +286,7 @@ def test_trending_recommender_is_a_recommender() -> None:
 
 def test_trending_recommends_most_popular_unseen_items() -> None:
     ranking = ranking_of({"a": 5.0, "b": 4.0, "c": 3.0, "d": 2.0, "e": 1.0})
-    history = UserHistory(seen=["a", "c"])
+    history = UserState(seen=["a", "c"])
 
     assert TrendingRecommender(ranking).recommend(history, 2) == [("b", 4.0), ("d", 2.0)]
 
@@ -294,7 +294,7 @@ def test_trending_recommends_most_popular_unseen_items() -> None:
 def test_trending_excludes_seen_and_requested_exclusions() -> None:
     ranking = ranking_of({"a": 5.0, "b": 4.0, "c": 3.0, "d": 2.0, "e": 1.0})
 
-    got = TrendingRecommender(ranking).recommend(UserHistory(seen=["a"]), 10, exclude=("b", "e"))
+    got = TrendingRecommender(ranking).recommend(UserState(seen=["a"]), 10, exclude=("b", "e"))
 
     assert got == [("c", 3.0), ("d", 2.0)]
 
@@ -302,7 +302,7 @@ def test_trending_excludes_seen_and_requested_exclusions() -> None:
 def test_trending_for_a_user_who_has_seen_everything_is_empty() -> None:
     ranking = ranking_of({"a": 1.0})
 
-    assert TrendingRecommender(ranking).recommend(UserHistory(seen=["a"]), 3) == []
+    assert TrendingRecommender(ranking).recommend(UserState(seen=["a"]), 3) == []
 
 
 def test_ranking_forgets_the_least_popular_items_beyond_its_bound() -> None:

@@ -7,6 +7,7 @@ import base64
 import pytest
 
 from streamrec.eval.synthetic import invalid_events
+from streamrec.models.online_recommender import MODEL_VERSION
 from streamrec.streams.app import StreamrecApp
 from streamrec.streams.records import DeadLetter
 from tests.unit.faust_harness import (
@@ -33,10 +34,12 @@ def test_valid_event_emits_one_recommendation_without_the_seen_item(
     out = outputs["recommendations"]
     assert out.keys == [b"u1"]
     body = out.values[0]
+    # One event: half trending, half personal (no item has a learnt vector yet), so trending's order.
     assert [item["item_id"] for item in body["items"]] == ["i2", "i3", "i4"]
-    assert body["items"][0]["score"] == 4.0
+    scores = [item["score"] for item in body["items"]]
+    assert scores == sorted(scores, reverse=True) and scores[0] > scores[-1]
     assert (body["trigger"], body["event_id"], body["event_ts"]) == ("event", "e1", T0_MS)
-    assert (body["model_version"], body["source"]) == ("trending-v1", "trending")
+    assert (body["model_version"], body["source"]) == (MODEL_VERSION, "online")
     assert "request_id" not in body
     assert outputs["dead_letter"].messages == []
 
@@ -48,7 +51,10 @@ def test_valid_event_is_remembered_in_the_users_table(app: StreamrecApp, outputs
 
     run_events(app, scenario)
 
-    assert app.pipeline.users[b"u1"] == {"seen": ["i1", "i2"], "event_ids": ["e1", "e2"], "n_events": 2}
+    stored = app.pipeline.users[b"u1"]
+    assert {key: stored[key] for key in ("seen", "event_ids", "n_events")} == {
+        "seen": ["i1", "i2"], "event_ids": ["e1", "e2"], "n_events": 2}
+    assert len(stored["vector"]) == app.pipeline.config.mf.dim  # the learnt user vector
     second = outputs["recommendations"].values[1]
     assert [item["item_id"] for item in second["items"]] == ["i3", "i4"]
 
@@ -64,8 +70,11 @@ def test_weighted_event_sends_an_item_update_keyed_by_item(app: StreamrecApp, ou
 
     out = outputs["item_updates"]
     assert out.keys == [b"i1", b"i2"]
-    assert out.values == [{"weight": 3.0, "ts_ms": T0_MS, "schema_version": 1},
-                          {"weight": 8.0, "ts_ms": T0_MS + 1, "schema_version": 1}]
+    first, second = out.values
+    assert (first["weight"], first["ts_ms"], second["weight"], second["ts_ms"]) == (3.0, T0_MS, 8.0, T0_MS + 1)
+    # i2 was chosen after i1: each gets the co-visit; i2's vector moved, i1's (no negatives sent) too.
+    assert first["neighbours"] == {"i2": 8.0} and second["neighbours"] == {"i1": 8.0}
+    assert len(first["vector"]) == len(second["vector"]) == app.pipeline.config.mf.dim
 
 
 def test_events_on_one_item_coalesce_into_one_decayed_update(app: StreamrecApp, outputs) -> None:
@@ -79,8 +88,8 @@ def test_events_on_one_item_coalesce_into_one_decayed_update(app: StreamrecApp, 
     run_events(app, scenario)
 
     # 8 decayed by one half-life plus 8, as of the later event: what two updates would give.
-    assert outputs["item_updates"].values == [{"weight": pytest.approx(12.0), "ts_ms": T0_MS + half_life_ms,
-                                                  "schema_version": 1}]
+    [update] = outputs["item_updates"].values
+    assert (update["weight"], update["ts_ms"]) == (pytest.approx(12.0), T0_MS + half_life_ms)
 
 
 def test_zero_weight_event_updates_no_item_but_still_recommends(app: StreamrecApp, outputs) -> None:

@@ -130,11 +130,13 @@ def test_event_from_the_far_future_is_dead_lettered(app: StreamrecApp, outputs) 
 def test_item_updates_accumulate_decayed_popularity_and_publish_once(app: StreamrecApp, outputs) -> None:
     pipeline = app.pipeline
     half_life_ms = int(pipeline.settings.model.popularity_half_life_s * 1000)
+    dim = pipeline.config.mf.dim
 
     async def scenario(feed: Feed) -> None:
         for ts in (T0_MS, T0_MS + half_life_ms):
-            await feed.agent.put(json.dumps({"weight": 4.0, "ts_ms": ts}).encode(), key=b"i9")
-            await until(lambda: (pipeline.item_popularity.get(b"i9") or [0, 0])[1] == ts)  # noqa: B023
+            update = {"weight": 4.0, "ts_ms": ts, "vector": [0.5] + [0.0] * (dim - 1), "neighbours": {"i1": 1.0}}
+            await feed.agent.put(json.dumps(update).encode(), key=b"i9")
+            await until(lambda: (pipeline.items.get(b"i9") or {}).get("ts_ms") == ts)  # noqa: B023
         await pipeline.publish_coalesced()
         await pipeline.publish_coalesced()  # nothing changed since: publishes nothing
 
@@ -142,11 +144,17 @@ def test_item_updates_accumulate_decayed_popularity_and_publish_once(app: Stream
 
     assert outputs["dead_letter"].messages == []
     # 4 decayed by one half-life, plus 4: 6, as of the newer event.
-    assert pipeline.item_popularity[b"i9"] == [pytest.approx(6.0), T0_MS + half_life_ms]
+    owned = pipeline.items[b"i9"]
+    assert (owned["popularity"], owned["ts_ms"]) == (pytest.approx(6.0), T0_MS + half_life_ms)
+    assert owned["neighbours"] == {"i1": 2.0}
+    # The vector moved twice by the delta from its initial (hashed) vector, within max_norm.
+    initial = pipeline.config.items.initial_vector("i9")
+    assert owned["vector"][0] == pytest.approx(float(initial[0]) + 1.0, abs=1e-6)
     assert outputs["item_state"].keys == [b"i9"]
-    assert outputs["item_state"].values == [
-        {"item_id": "i9", "popularity": pytest.approx(6.0), "ts_ms": T0_MS + half_life_ms,
-         "schema_version": 1}]
+    [state] = outputs["item_state"].values
+    assert (state["item_id"], state["popularity"], state["ts_ms"]) == ("i9", pytest.approx(6.0), T0_MS + half_life_ms)
+    assert (state["neighbours"], state["neighbour_weights"]) == (["i1"], [2.0])
+    assert state["vector"] == pytest.approx(owned["vector"])
 
 
 def test_malformed_item_update_goes_to_the_dead_letter_topic(app: StreamrecApp, outputs) -> None:
@@ -157,13 +165,18 @@ def test_malformed_item_update_goes_to_the_dead_letter_topic(app: StreamrecApp, 
     run_agent(app, "streamrec.items", scenario)
 
     assert "internal item update is malformed" in outputs["dead_letter"].values[0]["error"]
-    assert app.pipeline.item_popularity.get(b"i9") is None
+    assert app.pipeline.items.get(b"i9") is None
 
 
 def test_item_state_record_updates_the_local_ranking(app: StreamrecApp) -> None:
     pipeline = app.pipeline
-    pipeline.apply_item_state(b"new", json.dumps({"item_id": "new", "popularity": 9.0, "ts_ms": T0_MS}).encode())
+    vector = [0.25] * pipeline.config.mf.dim
+    state = {"item_id": "new", "popularity": 9.0, "ts_ms": T0_MS, "vector": vector,
+             "neighbours": ["i1"], "neighbour_weights": [3.0]}
+    pipeline.apply_item_state(b"new", json.dumps(state).encode())
     pipeline.apply_item_state(None, b"{}")  # records without a key or value are ignored
 
-    assert pipeline.ranking.top_k(1) == [("new", 9.0)]
-    assert counted(pipeline, "streamrec_catalog_items") == 1
+    assert pipeline.catalog.top_k(1) == [("new", 9.0)]
+    assert pipeline.catalog.vector("new").tolist() == vector
+    assert pipeline.catalog.neighbours("new") == (["i1"], [3.0])
+    assert counted(pipeline, "streamrec_catalog_items") == 2  # the neighbour joins the catalogue too

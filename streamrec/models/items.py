@@ -1,0 +1,319 @@
+"""Item-side state: the updates events send to an item, its owner's record, every worker's replica.
+
+An event changes several items: the chosen item (popularity, vector, co-visits
+with the user's recent items), those recent items (co-visits back) and the
+sampled negatives (vectors). The user's worker expresses each change as an
+:class:`ItemDelta` keyed by item; deltas add up, so a worker merges all deltas
+of an item over a publish interval into one. The item's owner (the worker that
+owns its partition) applies them to its :class:`OwnedItem` and publishes the
+result; every worker keeps the published items in an :class:`ItemCatalog`
+(the replica the query path scores against). The offline evaluator runs the
+same three steps in one process.
+
+>>> config = ItemConfig(dim=4)
+>>> owned = OwnedItem()
+>>> owned.apply("tea", ItemDelta(weight=2.0, ts_ms=1_000, neighbours={"cake": 1.0}), config)
+>>> catalog = ItemCatalog(half_life_s=3600.0, dim=4)
+>>> catalog.upsert("tea", owned.published(config))
+>>> catalog.neighbours("tea")
+(['cake'], [1.0])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from streamrec.models.online_mf import initial_item_vector, OnlineMFConfig
+from streamrec.models.popularity import PopularityRanking, add_event
+
+ItemId = str
+
+
+@dataclass(frozen=True, slots=True)
+class ItemConfig:
+    """What the item side needs to know (a slice of the model settings).
+
+    Attributes
+    ----------
+    dim
+        Embedding size.
+    max_norm
+        Item vectors are clipped to this norm after every applied delta.
+    half_life_s
+        Popularity half-life in seconds of event time.
+    max_neighbours
+        Co-visit neighbours kept per item by its owner (the strongest; pruned
+        when twice as many accumulate) and published to every worker.
+    init_std, seed
+        Initial vectors (see :func:`~streamrec.models.online_mf.initial_item_vector`).
+    """
+
+    dim: int = 32
+    max_norm: float = 3.0
+    half_life_s: float = 86_400.0
+    max_neighbours: int = 50
+    init_std: float = 0.1
+    seed: int = 0
+
+    @classmethod
+    def of(cls, mf: OnlineMFConfig, half_life_s: float, max_neighbours: int) -> ItemConfig:
+        """The item side of an online-MF configuration."""
+        return cls(mf.dim, mf.max_norm, half_life_s, max_neighbours, mf.init_std, mf.seed)
+
+    def initial_vector(self, item_id: ItemId) -> np.ndarray:
+        """The vector a new item starts from (the same on every worker)."""
+        return initial_item_vector(item_id, OnlineMFConfig(dim=self.dim, init_std=self.init_std, seed=self.seed))
+
+
+@dataclass(slots=True)
+class ItemDelta:
+    """Changes to one item from one or more events; deltas of one item merge by adding.
+
+    Attributes
+    ----------
+    weight, ts_ms
+        Popularity to add: the sum of event weights, decayed to ``ts_ms``.
+    vector
+        To add to the item's vector, shape ``(d,)`` float32, or ``None``.
+    neighbours
+        Co-visit weight to add per other item.
+    """
+
+    weight: float = 0.0
+    ts_ms: int = 0
+    vector: np.ndarray | None = None
+    neighbours: dict[ItemId, float] = field(default_factory=dict)
+
+    def merge(self, other: ItemDelta, half_life_s: float) -> None:
+        """Add ``other`` into this delta (in place)."""
+        if other.weight > 0:  # a zero weight carries no popularity (and its ts means nothing)
+            self.weight, self.ts_ms = add_event(self.weight, self.ts_ms if self.weight > 0 else other.ts_ms,
+                                                other.weight, other.ts_ms, half_life_s)
+        if other.vector is not None:
+            self.vector = other.vector.copy() if self.vector is None else self.vector + other.vector
+        for item_id, weight in other.neighbours.items():
+            self.neighbours[item_id] = self.neighbours.get(item_id, 0.0) + weight
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedItem:
+    """An item's state as its owner publishes it to every worker."""
+
+    popularity: float
+    ts_ms: int
+    vector: np.ndarray
+    neighbour_ids: list[ItemId]
+    neighbour_weights: np.ndarray
+    """Shape ``(len(neighbour_ids),)`` float64."""
+
+
+class OwnedItem:
+    """The authoritative state of one item, kept by the owner of its partition.
+
+    Co-visit neighbours are kept in insertion order (ids in a list, weights in a
+    parallel array), so a replica re-resolves only the ones added since the last
+    publication; at most ``2 * max_neighbours`` of them (then the strongest
+    ``max_neighbours`` are kept).
+    """
+
+    __slots__ = ("neighbour_ids", "popularity", "ts_ms", "vector", "_slots", "_weights")
+
+    def __init__(self, popularity: float = 0.0, ts_ms: int = 0, vector: np.ndarray | None = None,
+                 neighbours: dict[ItemId, float] | None = None) -> None:
+        self.popularity = popularity
+        self.ts_ms = ts_ms
+        self.vector = vector
+        self.neighbour_ids: list[ItemId] = list(neighbours or {})
+        self._slots = {item_id: slot for slot, item_id in enumerate(self.neighbour_ids)}
+        self._weights = np.zeros(max(8, len(self.neighbour_ids)), dtype=np.float64)
+        self._weights[:len(self.neighbour_ids)] = list((neighbours or {}).values())
+
+    @property
+    def neighbours(self) -> dict[ItemId, float]:
+        """Co-visit weight per neighbour (a copy)."""
+        return dict(zip(self.neighbour_ids, self._weights[:len(self.neighbour_ids)].tolist(), strict=True))
+
+    def apply(self, item_id: ItemId, delta: ItemDelta, config: ItemConfig) -> None:
+        """Add a delta: popularity decays, the vector moves (norm-clipped), co-visits count up.
+
+        Non-finite parts of a delta are ignored, so no update can poison the item.
+        """
+        if delta.weight > 0:
+            self.popularity, self.ts_ms = add_event(self.popularity, self.ts_ms or delta.ts_ms, delta.weight,
+                                                    delta.ts_ms, config.half_life_s)
+        if self.vector is None:
+            self.vector = config.initial_vector(item_id)
+        if delta.vector is not None:
+            vector = self.vector.astype(np.float64) + delta.vector  # float64: no overflow
+            squared = float(np.dot(vector, vector))
+            if math.isfinite(squared):  # a non-finite delta is ignored
+                if squared > config.max_norm * config.max_norm:
+                    vector *= config.max_norm / math.sqrt(squared)
+                self.vector = vector.astype(np.float32)
+        for other, weight in delta.neighbours.items():
+            if other != item_id and math.isfinite(weight) and weight > 0:
+                self._add_neighbour(other, weight)
+        if len(self.neighbour_ids) > 2 * config.max_neighbours:  # bounded: keep the strongest
+            self._keep_strongest(config.max_neighbours)
+
+    def published(self, config: ItemConfig) -> PublishedItem:
+        """What every worker's replica gets: popularity, vector and neighbours."""
+        vector = self.vector if self.vector is not None else np.zeros(config.dim, dtype=np.float32)
+        n = len(self.neighbour_ids)
+        return PublishedItem(self.popularity, self.ts_ms, vector, self.neighbour_ids[:], self._weights[:n].copy())
+
+    def _add_neighbour(self, other: ItemId, weight: float) -> None:
+        slot = self._slots.get(other)
+        if slot is None:
+            slot = self._slots[other] = len(self.neighbour_ids)
+            self.neighbour_ids.append(other)
+            if slot == self._weights.size:
+                self._weights = np.resize(self._weights, 2 * slot)
+            self._weights[slot] = 0.0
+        self._weights[slot] += weight
+
+    def _keep_strongest(self, n: int) -> None:
+        count = len(self.neighbour_ids)
+        keep = np.sort(np.argsort(-self._weights[:count], kind="stable")[:n])  # insertion order kept
+        self.neighbour_ids = [self.neighbour_ids[slot] for slot in keep]
+        self._weights[:keep.size] = self._weights[keep]
+        self._slots = {item_id: slot for slot, item_id in enumerate(self.neighbour_ids)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form stored in the owner's item table."""
+        return {"popularity": self.popularity, "ts_ms": self.ts_ms,
+                "vector": None if self.vector is None else self.vector.tolist(),
+                "neighbours": self.neighbours}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> OwnedItem:
+        """Inverse of :meth:`to_dict`; ``None`` gives a new item."""
+        if not data:
+            return cls()
+        vector = data.get("vector")
+        return cls(float(data.get("popularity", 0.0)), int(data.get("ts_ms", 0)),
+                   None if vector is None else np.asarray(vector, dtype=np.float32),
+                   {str(k): float(v) for k, v in (data.get("neighbours") or {}).items()})
+
+
+class ItemCatalog(PopularityRanking):
+    """Every worker's replica of the published items: popularity, vectors and co-visit neighbours.
+
+    Rows are shared with the popularity ranking, so trending, the vectors
+    (one contiguous ``(n, d)`` float32 array, ready for FAISS) and the
+    neighbour lists all index the same catalogue. Bounded by ``max_items``
+    (the least popular tenth is forgotten when full).
+    """
+
+    def __init__(self, half_life_s: float, dim: int, max_items: int = 1_000_000) -> None:
+        super().__init__(half_life_s, max_items)
+        self.dim = dim
+        self._vectors = np.zeros((len(self._scores), dim), dtype=np.float32)
+        self._neighbours: dict[ItemId, _Neighbours] = {}
+        self._generation = 0  # counts prunings (rows change)
+
+    def upsert(self, item_id: ItemId, item: PublishedItem) -> None:
+        """Store an item as its owner published it (neighbours not yet known join the catalogue)."""
+        self.set(item_id, item.popularity, item.ts_ms)
+        if item.vector.shape == (self.dim,):  # finite: owners clip, decoders reject non-finite
+            self._vectors[self._index[item_id]] = item.vector
+        ids = item.neighbour_ids
+        known = self._neighbours.get(item_id)
+        generation = self._generation
+        if known is None or len(ids) < len(known.ids) or ids[:len(known.ids)] != known.ids:
+            rows = self._rows_of(ids)
+        elif len(ids) > len(known.ids):  # the usual change: neighbours appended
+            rows = np.concatenate((known.rows, self._rows_of(ids[len(known.ids):])))
+        else:
+            rows = known.rows
+        if generation != self._generation:  # a new neighbour made room by forgetting items: rows moved
+            rows = self._rows_of(ids)
+        weights = np.asarray(item.neighbour_weights, dtype=np.float64)
+        if weights.shape != rows.shape:
+            raise ValueError(f"item {item_id!r}: {len(ids)} neighbour ids but {weights.size} weights")
+        self._neighbours[item_id] = _Neighbours(ids, rows, weights)
+
+    def _rows_of(self, item_ids: list[ItemId]) -> np.ndarray:
+        rows = []
+        for item_id in item_ids:
+            row = self._index.get(item_id)
+            if row is None:
+                self.set(item_id, 0.0, 0)
+                row = self._index[item_id]
+            rows.append(row)
+        return np.asarray(rows, dtype=np.intp)
+
+    def vector(self, item_id: ItemId) -> np.ndarray | None:
+        """The item's published vector (a view), or ``None`` if the item is unknown."""
+        row = self._index.get(item_id)
+        return None if row is None else self._vectors[row]
+
+    def row(self, item_id: ItemId) -> int | None:
+        """The item's row in :meth:`matrix` (rows change when the catalogue is pruned)."""
+        return self._index.get(item_id)
+
+    def rows(self, item_ids: Iterable[ItemId]) -> list[int]:
+        """Rows of the known items among ``item_ids``."""
+        index = self._index
+        return [row for row in map(index.get, item_ids) if row is not None]
+
+    def item_id(self, row: int) -> ItemId:
+        """The id of the item in ``row``."""
+        return self._ids[row]
+
+    def matrix(self) -> np.ndarray:
+        """All item vectors, shape ``(len(self), d)`` float32 (a view: do not modify)."""
+        return self._vectors[:len(self._ids)]
+
+    def neighbours(self, item_id: ItemId) -> tuple[list[ItemId], list[float]]:
+        """The item's published co-visit neighbours and weights (empty if none)."""
+        known = self._neighbours.get(item_id)
+        return ([], []) if known is None else (list(known.ids), known.weights.tolist())
+
+    def covisit_scores(self, item_ids: list[ItemId]) -> np.ndarray | None:
+        """Per catalogue row, the summed co-visit weight with ``item_ids`` (``None`` if none have any)."""
+        lists = [known for known in map(self._neighbours.get, item_ids) if known is not None and known.ids]
+        if not lists:
+            return None
+        rows = np.concatenate([known.rows for known in lists])
+        weights = np.concatenate([known.weights for known in lists])
+        return np.bincount(rows, weights=weights, minlength=len(self._ids))
+
+    def _append(self, item_id: ItemId) -> int:
+        row = super()._append(item_id)
+        if row >= self._vectors.shape[0]:
+            grown = np.zeros((len(self._scores), self.dim), dtype=np.float32)
+            grown[:self._vectors.shape[0]] = self._vectors
+            self._vectors = grown
+        self._vectors[row] = 0.0
+        return row
+
+    def _keep_rows(self, keep: np.ndarray) -> None:
+        new_row = np.full(len(self._ids), -1, dtype=np.intp)  # old row -> new row, -1 if forgotten
+        new_row[keep] = np.arange(keep.size)
+        super()._keep_rows(keep)
+        self._generation += 1
+        self._vectors[:keep.size] = self._vectors[keep]
+        neighbours = {}
+        for item_id in self._ids:
+            known = self._neighbours.get(item_id)
+            if known is not None:
+                rows = new_row[known.rows]
+                kept = rows >= 0
+                neighbours[item_id] = _Neighbours([i for i, k in zip(known.ids, kept, strict=True) if k],
+                                                  rows[kept], known.weights[kept])
+        self._neighbours = neighbours
+
+
+@dataclass(frozen=True, slots=True)
+class _Neighbours:
+    """One item's published neighbours: ids, their catalogue rows and weights (same order)."""
+
+    ids: list[ItemId]
+    rows: np.ndarray
+    weights: np.ndarray

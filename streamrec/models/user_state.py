@@ -1,0 +1,76 @@
+"""What streamrec remembers about one user: recent items, recent event ids, counters, vector.
+
+Pure Python/numpy so it serialises to a Faust table value as a plain dict, and
+so the offline evaluator runs the same code. Every list is capped: memory per
+user is bounded however many events a user sends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+ItemId = str
+
+
+@dataclass(slots=True)
+class UserState:
+    """One user's state, owned by the worker that owns the user's partition.
+
+    ``seen`` holds the most recent distinct items, oldest first, at most
+    ``history_size`` of them; ``event_ids`` the last ``dedup_window`` event ids;
+    ``vector`` the user's embedding (``None`` until the first learnt event).
+    """
+
+    seen: list[ItemId] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)
+    n_events: int = 0
+    vector: np.ndarray | None = None
+
+    def is_duplicate(self, event_id: str | None) -> bool:
+        """True when ``event_id`` was already applied (within the dedup window)."""
+        return event_id is not None and event_id in self.event_ids
+
+    def record(self, item_id: ItemId, event_id: str | None, history_size: int,
+               dedup_window: int) -> None:
+        """Remember an applied event, evicting the oldest entries beyond the caps."""
+        if item_id in self.seen:
+            self.seen.remove(item_id)
+        self.seen.append(item_id)
+        del self.seen[:-history_size]
+        if event_id is not None and dedup_window > 0:
+            self.event_ids.append(event_id)
+            del self.event_ids[:-dedup_window]
+        self.n_events += 1
+
+    def recent(self, n: int) -> list[ItemId]:
+        """The user's ``n`` most recent distinct items, oldest first."""
+        return self.seen[-n:] if n > 0 else []
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form stored in the user table."""
+        data: dict[str, Any] = {"seen": self.seen, "event_ids": self.event_ids, "n_events": self.n_events}
+        if self.vector is not None:
+            data["vector"] = self.vector.tolist()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> UserState:
+        """Inverse of :meth:`to_dict`; ``None`` (an unknown user) gives an empty state.
+
+        A stored vector that is not a flat list of numbers is dropped (the user
+        starts a new one) rather than poisoning the model.
+        """
+        if not data:
+            return cls()
+        vector = data.get("vector")
+        try:
+            vector = None if vector is None else np.asarray(vector, dtype=np.float32)
+        except (TypeError, ValueError):
+            vector = None
+        if vector is not None and vector.ndim != 1:
+            vector = None
+        return cls(list(data.get("seen", [])), list(data.get("event_ids", [])),
+                   int(data.get("n_events", 0)), vector)
