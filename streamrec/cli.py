@@ -264,9 +264,12 @@ def evaluate(
                                         "RetailRocket events.csv, a .csv/.jsonl, or 'synthetic[:users=..,items=..,events=..,seed=..]'.")],
     k: Annotated[int, typer.Option(min=1, help="List length K.")] = 10,
     stride: Annotated[int, typer.Option(min=1, help="Score every n-th event (all are learned).")] = 1,
-    models: Annotated[str, typer.Option(help="Comma-separated models: popular, trending, covisit, online, online+trending.")] = "popular,trending,covisit,online,online+trending",
-    seed: Annotated[int, typer.Option(help="Random seed of the learned models.")] = 0,
+    models: Annotated[str, typer.Option(help="Comma-separated models: popular, trending, covisit, online, streamrec.")] = "popular,trending,covisit,online,streamrec",
+    seed: Annotated[int | None, typer.Option(help="Random seed of the learned models (default: model.seed).")] = None,
     half_life_h: Annotated[float, typer.Option(help="Half-life of trending, hours of event time.")] = 24.0,
+    publish_every: Annotated[int, typer.Option(min=1, help="Publish item changes to the replica every n events "
+                                               "(1: at once; the worker publishes every model.item_publish_interval_ms).")] = 1,
+    limit: Annotated[int | None, typer.Option(min=1, help="Replay only the first n events.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of rolling HR@K here.")] = None,
     config: ConfigOption = None,
@@ -275,9 +278,10 @@ def evaluate(
 
     Before learning each event, every model recommends K items to the event's
     user (excluding what the user has seen); a hit is the event's item in that
-    list. Prints a table (HR@K, NDCG@K, MRR@K, new vs returning users, coverage,
-    events/s) and writes JSON and a plot when asked. Event-type weights come from
-    the settings (events.types).
+    list. The models run the worker's own code (learning step, item owners,
+    replica) in one process. Prints a table (HR@K, NDCG@K, MRR@K, new vs
+    returning users, coverage, events/s) and writes JSON and a plot when asked.
+    Event weights and model hyper-parameters come from the settings ([events], [model]).
     """
     from streamrec.eval.datasets import load_dataset
     from streamrec.eval.models import build_models
@@ -286,25 +290,52 @@ def evaluate(
     from streamrec.eval.report import print_table, summarise, write_json, write_plot
 
     settings = _settings(config)
+    model_settings = settings.model if seed is None else settings.model.model_copy(update={"seed": seed})
+    recommender = model_settings.recommender(half_life_s=half_life_h * 3600.0)
     try:
-        interactions = load_dataset(data)
-        chosen = build_models([m.strip() for m in models.split(",") if m.strip()], seed,
-                              half_life_h * 3600.0)
+        interactions = load_dataset(data)[:limit]
+        chosen = build_models([m.strip() for m in models.split(",") if m.strip()], recommender, publish_every)
     except (StreamrecError, ValueError) as exc:
         _fail(str(exc))
     rules = EvaluationSettings(k=k, stride=stride, type_weights=settings.events.types,
-                               value_weighted_types=(), history_size=settings.model.history_size)
+                               value_weighted_types=tuple(settings.events.value_weighted_types),
+                               history_size=settings.model.history_size)
     with _progress() as progress:
         task = progress.add_task(f"replaying {len(interactions):,} events", total=len(interactions),
                                  rate="")
         reports = replay(interactions, chosen, rules, on_progress=lambda n: progress.advance(task, n))
-    summary = summarise(reports, k, dataset=data, stride=stride, seed=seed, events=len(interactions))
+    summary = summarise(reports, k, dataset=data, stride=stride, seed=model_settings.seed,
+                        events=len(interactions))
     print_table(err, summary)
     if json_out is not None:
         write_json(json_out, summary)
     if plot is not None:
         write_plot(plot, reports, k)
     typer.echo(json.dumps(summary))
+
+
+bench_app = typer.Typer(help="Benchmarks that print figures and write JSON.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("model")
+def bench_model(
+    events: Annotated[int, typer.Option(min=100, help="Events per timed pass.")] = 20_000,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed passes (the median is reported).")] = 5,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Microseconds per event of the online learning step and of a top-10 query, on one core."""
+    from streamrec.models.online_recommender import benchmark
+
+    settings = _settings(config)
+    err.print(f"timing {repeats} x {events:,} events (after a warm-up pass)...")
+    result = benchmark(events, repeats, settings.model.recommender(settings.events.dedup_window))
+    for key, value in result.items():
+        err.print(f"  {key}: {value}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
+    typer.echo(json.dumps(result))
 
 
 def main() -> None:

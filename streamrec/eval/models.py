@@ -1,30 +1,36 @@
-"""The models `streamrec evaluate` can compare, built by name."""
+"""The models `streamrec evaluate` compares, built by name from one configuration."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
-from streamrec.models.baselines import (
-    Blend,
-    CoOccurrence,
-    DecayedPopularity,
-    MostPopular,
-    OnlineModel,
-)
-from streamrec.models.online_mf import OnlineMF, OnlineMFConfig
+from streamrec.models.baselines import DecayedPopularity, MostPopular, OnlineModel
+from streamrec.models.online_recommender import FusionWeights, InProcessRecommender, RecommenderConfig
 
-#: Name -> factory(seed, half_life_s). Baselines first, so tables read bottom-up as gains.
-MODEL_FACTORIES: dict[str, Callable[[int, float], OnlineModel]] = {
-    "popular": lambda seed, half_life_s: MostPopular(),
-    "trending": lambda seed, half_life_s: DecayedPopularity(half_life_s),
-    "covisit": lambda seed, half_life_s: CoOccurrence(),
-    "online": lambda seed, half_life_s: OnlineMF(OnlineMFConfig(seed=seed)),
-    "online+trending": lambda seed, half_life_s: Blend(OnlineMF(OnlineMFConfig(seed=seed)),
-                                                       DecayedPopularity(half_life_s)),
+_ONLY_COVISIT = FusionWeights(mf=0.0, covisit=1.0, trending=0.0, cold_start=0.0)
+_ONLY_EMBEDDINGS = FusionWeights(mf=1.0, covisit=0.0, trending=0.0, cold_start=0.0)
+
+
+def _with(config: RecommenderConfig, fusion: FusionWeights) -> RecommenderConfig:
+    return dataclasses.replace(config, fusion=fusion)
+
+
+#: Name -> factory(config, publish_every). Baselines first, so tables read bottom-up as gains.
+MODEL_FACTORIES: dict[str, Callable[[RecommenderConfig, int], OnlineModel]] = {
+    "popular": lambda config, every: MostPopular(config.max_items),
+    "trending": lambda config, every: DecayedPopularity(config.half_life_s, config.max_items),
+    "covisit": lambda config, every: InProcessRecommender(_with(config, _ONLY_COVISIT), every),
+    "online": lambda config, every: InProcessRecommender(_with(config, _ONLY_EMBEDDINGS), every),
+    "streamrec": lambda config, every: InProcessRecommender(config, every),
 }
+"""``covisit`` (item-item co-occurrence with the user's last ``covisit_history`` items) and
+``online`` (the pure embedding model) are the default model with one signal switched on."""
+
+DEFAULT_MODELS = tuple(MODEL_FACTORIES)
 
 
-def build_models(names: list[str], seed: int, half_life_s: float) -> dict[str, OnlineModel]:
+def build_models(names: list[str], config: RecommenderConfig, publish_every: int = 1) -> dict[str, OnlineModel]:
     """Fresh models for ``names`` (a subset of :data:`MODEL_FACTORIES`), in that order.
 
     Raises
@@ -36,4 +42,4 @@ def build_models(names: list[str], seed: int, half_life_s: float) -> dict[str, O
     if unknown:
         raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from "
                          f"{', '.join(MODEL_FACTORIES)}")
-    return {name: MODEL_FACTORIES[name](seed, half_life_s) for name in names}
+    return {name: MODEL_FACTORIES[name](config, publish_every) for name in names}

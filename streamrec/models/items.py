@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from streamrec.models.online_mf import initial_item_vector, OnlineMFConfig
+from streamrec.models.online_mf import OnlineMFConfig, initial_item_vector
 from streamrec.models.popularity import PopularityRanking, add_event
 
 ItemId = str
@@ -121,7 +121,7 @@ class OwnedItem:
     ``max_neighbours`` are kept).
     """
 
-    __slots__ = ("neighbour_ids", "popularity", "ts_ms", "vector", "_slots", "_weights")
+    __slots__ = ("_slots", "_weights", "neighbour_ids", "popularity", "ts_ms", "vector")
 
     def __init__(self, popularity: float = 0.0, ts_ms: int = 0, vector: np.ndarray | None = None,
                  neighbours: dict[ItemId, float] | None = None) -> None:

@@ -2,33 +2,23 @@
 
 The learning step is :func:`sgd_step`, a pure function over arrays, so the live
 worker (user vectors in a Faust table, item vectors on their owners) and the
-offline evaluator (:class:`OnlineMF`, everything in one process) run the same
-arithmetic. Initial vectors come from a stable hash of the id
-(:func:`init_vector`), so every worker creates the same vector for a new id.
+offline evaluator run the same arithmetic (both through
+:func:`streamrec.models.online_recommender.learn`). Initial vectors come from a
+stable hash of the id (:func:`init_vector`), so every worker creates the same
+vector for a new id.
 
 Defaults chosen by prequential HR@10 (returning users) on ML-100K: BPR 0.146 against
 ISGD 0.085; uniform negatives 0.146 against popularity-sampled 0.100 (popular
 negatives cancel the popularity signal the item bias learns); user steps 32x
 the item steps 0.146 against 0.070 at 1x. Most-popular scores 0.072 there.
-
->>> model = OnlineMF(OnlineMFConfig(dim=8, seed=1))
->>> for user, item in [("ann", "tea"), ("bob", "tea"), ("bob", "cake"), ("ann", "jam")]:
-...     model.learn_one(user, item, weight=1.0)
->>> [item for item, _ in model.recommend("ann", k=5, exclude={"tea", "jam"})]
-['cake']
->>> model.recommend("nobody", k=5)
-[]
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import statistics
-import time
-from collections.abc import Collection
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -71,9 +61,6 @@ class OnlineMFConfig:
     loss
         ``"bpr"`` (pairwise, sigmoid of positive minus negative score) or ``"isgd"``
         (pointwise squared error: target 1 for the item, 0 for the negatives).
-    sampling
-        Where negatives come from: ``"uniform"`` (over all items seen) or
-        ``"popularity"`` (uniform over recent events, so proportional to recent popularity).
     item_bias
         Pin the last component of every user vector to 1, so the last component
         of an item vector is a learnt item bias (popularity) inside the plain
@@ -90,7 +77,6 @@ class OnlineMFConfig:
     init_std: float = 0.1
     seed: int = 0
     loss: Literal["bpr", "isgd"] = "bpr"
-    sampling: Literal["uniform", "popularity"] = "uniform"
     item_bias: bool = True
 
     def __post_init__(self) -> None:
@@ -103,9 +89,8 @@ class OnlineMFConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}: set model.{name}")
         if not (math.isfinite(self.max_norm) and self.max_norm > 0):
             raise ValueError(f"max_norm must be a finite number > 0, got {self.max_norm!r}: set model.max_norm")
-        if self.loss not in ("bpr", "isgd") or self.sampling not in ("popularity", "uniform"):
-            raise ValueError(f"loss must be 'bpr' or 'isgd' and sampling 'popularity' or 'uniform', "
-                             f"got loss={self.loss!r}, sampling={self.sampling!r}")
+        if self.loss not in ("bpr", "isgd"):
+            raise ValueError(f"loss must be 'bpr' or 'isgd', got {self.loss!r}")
 
 
 # -- initial vectors and schedule ----------------------------------------------------------
@@ -296,127 +281,6 @@ def _sigmoid(x: float) -> float:
     return e / (1.0 + e)
 
 
-# -- the in-process model --------------------------------------------------------------------
-
-
-class OnlineMF:
-    """In-process online MF for the offline evaluator: exactly the worker's learning step.
-
-    Item vectors live in one contiguous ``float32`` ``(n, d)`` array plus an id
-    map (ready for FAISS), grown by doubling; user vectors in a dict. Negatives
-    are sampled with a seeded generator from items seen so far.
-
-    Parameters
-    ----------
-    config
-        Hyper-parameters; ``config.seed`` makes the model deterministic.
-    negative_pool
-        ``sampling="popularity"`` samples from the item rows of the last
-        ``negative_pool`` events (a ring buffer: bounded memory).
-    """
-
-    model_version = "online-mf-v1"
-    source = "online_mf"
-
-    def __init__(self, config: OnlineMFConfig | None = None, negative_pool: int = 100_000) -> None:
-        self.config = config or OnlineMFConfig()
-        self._ids: list[ItemId] = []
-        self._rows: dict[ItemId, int] = {}
-        self._items = np.zeros((64, self.config.dim), dtype=np.float32)  # (capacity, d)
-        self._users: dict[UserId, np.ndarray] = {}
-        self._user_events: dict[UserId, int] = {}
-        self._pool: list[int] = []  # item rows of the last ``negative_pool`` events (a ring)
-        self._pool_cap = max(1, negative_pool)
-        self._pool_next = 0
-        self._rng = np.random.default_rng(self.config.seed)
-        self._uniform: list[float] = []  # uniform draws in [0, 1), drawn in batches
-
-    def __len__(self) -> int:
-        """Number of items the model knows."""
-        return len(self._ids)
-
-    def learn_one(self, user_id: UserId, item_id: ItemId, weight: float = 1.0, ts_ms: int | None = None) -> None:
-        """Learn from one event (``ts_ms`` is accepted for a uniform interface and unused)."""
-        user = self._users.get(user_id)
-        if user is None:
-            user = initial_user_vector(user_id, self.config)
-        row = self._rows.get(item_id)
-        if row is None:
-            row = self._add_item(item_id)
-        rows = [row, *self._sample_negatives(row)]  # the item, then its sampled negatives
-        vectors = np.empty((len(rows) + 1, self.config.dim), dtype=np.float32)  # (m + 2, d)
-        vectors[0], vectors[1:] = user, self._items[rows]
-        n_events = self._user_events.get(user_id, 0)
-        updated = step_stacked(vectors, weight, user_learning_rate(self.config, n_events), self.config)
-        self._users[user_id] = updated[0].copy()
-        self._items[rows] = updated[1:]
-        self._user_events[user_id] = n_events + 1
-        self._remember(row)
-
-    def recommend(self, user_id: UserId, k: int, exclude: Collection[ItemId] = ()) -> list[tuple[ItemId, float]]:
-        """Top ``k`` ``(item_id, score)`` by dot product, best first; never an excluded item.
-
-        Ties are broken by catalogue age (the item seen first wins). An unknown
-        user gets ``[]`` (cold start is :class:`streamrec.models.baselines.Blend`'s job).
-        """
-        user = self._users.get(user_id)
-        n = len(self._ids)
-        if user is None or n == 0 or k <= 0:
-            return []
-        scores = self._items[:n] @ user  # (n,) float32
-        excluded = [row for row in map(self._rows.get, exclude) if row is not None]
-        if excluded:
-            scores[excluded] = -np.inf
-        return [(self._ids[row], float(scores[row])) for row in top_rows(scores, k)]
-
-    def user_vector(self, user_id: UserId) -> np.ndarray | None:
-        """A copy of the user's vector, shape ``(d,)`` float32, or ``None`` for an unknown user."""
-        user = self._users.get(user_id)
-        return None if user is None else user.copy()
-
-    def n_events(self, user_id: UserId) -> int:
-        """How many events the model has learnt from this user."""
-        return self._user_events.get(user_id, 0)
-
-    def item_matrix(self) -> tuple[list[ItemId], np.ndarray]:
-        """Item ids and a copy of their vectors, shape ``(n, d)`` float32, row ``r`` for ``ids[r]``."""
-        n = len(self._ids)
-        return list(self._ids), self._items[:n].copy()
-
-    def _add_item(self, item_id: ItemId) -> int:
-        row = len(self._ids)
-        if row == self._items.shape[0]:
-            grown = np.zeros((2 * row, self.config.dim), dtype=np.float32)
-            grown[:row] = self._items
-            self._items = grown
-        self._items[row] = initial_item_vector(item_id, self.config)
-        self._rows[item_id] = row
-        self._ids.append(item_id)
-        return row
-
-    def _sample_negatives(self, positive_row: int) -> list[int]:
-        """Item rows of ``config.negatives`` sampled negatives, without the positive (Python: m is small)."""
-        m = self.config.negatives
-        if len(self._uniform) < m:
-            self._uniform = self._rng.random(max(4096, m)).tolist()  # a numpy draw costs microseconds
-        draws = self._uniform[-m:] if m else []
-        del self._uniform[len(self._uniform) - m:]
-        if self.config.sampling == "uniform":
-            n = len(self._ids)
-            rows = [int(x * n) for x in draws]
-        else:
-            pool, n = self._pool, len(self._pool)
-            rows = [pool[int(x * n)] for x in draws] if n else []
-        return [row for row in rows if row != positive_row]
-
-    def _remember(self, row: int) -> None:
-        if len(self._pool) < self._pool_cap:
-            self._pool.append(row)
-        else:
-            self._pool[self._pool_next] = row
-            self._pool_next = (self._pool_next + 1) % self._pool_cap
-
-
 def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
     """Rows of the ``k`` largest finite-or-positive scores, best first, ties by lowest row.
 
@@ -434,53 +298,3 @@ def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
     rows = np.flatnonzero(scores >= threshold)  # every row tied at the threshold
     rows = rows[np.lexsort((rows, -scores[rows]))][:take]
     return rows[scores[rows] > -np.inf]
-
-
-# -- micro-benchmark -------------------------------------------------------------------------
-
-
-def benchmark_learn_one(n_events: int = 20_000, repeats: int = 5, config: OnlineMFConfig | None = None,
-                        n_users: int = 2_000, n_items: int = 5_000, seed: int = 0) -> dict[str, Any]:
-    """Microseconds per :meth:`OnlineMF.learn_one` on a seeded random stream (JSON-ready dict).
-
-    The model is warmed up on one pass over the stream (every id created), then
-    each repeat times ``n_events`` further steps; the median repeat is reported.
-    """
-    config = config or OnlineMFConfig()
-    rng = np.random.default_rng(seed)
-    users = [f"u{u}" for u in rng.integers(0, n_users, n_events)]
-    items = [f"i{i}" for i in (rng.zipf(1.3, n_events) % n_items)]  # popularity skew
-    model = OnlineMF(config)
-    for user_id, item_id in zip(users, items, strict=True):
-        model.learn_one(user_id, item_id, 1.0)
-    per_event_us = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for user_id, item_id in zip(users, items, strict=True):
-            model.learn_one(user_id, item_id, 1.0)
-        per_event_us.append((time.perf_counter() - start) / n_events * 1e6)
-    return {"name": "online_mf.learn_one", "n_events": n_events, "repeats": repeats,
-            "us_per_event_median": round(statistics.median(per_event_us), 2),
-            "us_per_event_min": round(min(per_event_us), 2),
-            "us_per_sgd_step_median": round(_time_sgd_step(model, n_events, repeats), 2),
-            "config": asdict(config), "numpy": np.__version__}
-
-
-def _time_sgd_step(model: OnlineMF, n_steps: int, repeats: int) -> float:
-    """Median microseconds of the bare :func:`sgd_step` (what the worker calls) on learnt vectors."""
-    _, matrix = model.item_matrix()
-    user = model.user_vector(next(iter(model._users)))
-    item, negatives = matrix[0], matrix[1:1 + model.config.negatives]
-    per_step_us = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(n_steps):
-            sgd_step(user, item, negatives, 1.0, model.config.learning_rate, model.config)
-        per_step_us.append((time.perf_counter() - start) / n_steps * 1e6)
-    return statistics.median(per_step_us)
-
-
-if __name__ == "__main__":  # python -m streamrec.models.online_mf  -> one JSON object on stdout
-    import json
-
-    print(json.dumps(benchmark_learn_one()))

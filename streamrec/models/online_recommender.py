@@ -8,7 +8,7 @@ evaluator call them:
   the event recorded in the user's state, and the item-side changes returned
   as :class:`~streamrec.models.items.ItemDelta` keyed by item, for the items' owners.
 - :func:`recommend` — on the user's worker: every catalogue item scored by the
-  three signals, each min-max scaled to ``[0, 1]`` and mixed by
+  three signals, each scaled to ``[0, 1]`` and mixed by
   :class:`FusionWeights`; trending weighs more for users with few events.
 
 :class:`InProcessRecommender` wires them with the owner step and the replica in
@@ -17,14 +17,25 @@ one process for ``streamrec evaluate``: the worker's code without Kafka.
 
 from __future__ import annotations
 
+import math
 import random
+import statistics
+import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from streamrec.models.items import ItemCatalog, ItemConfig, ItemDelta, OwnedItem
-from streamrec.models.online_mf import OnlineMFConfig, initial_user_vector, step_stacked, top_rows, user_learning_rate
+from streamrec.models.online_mf import (
+    MAX_WEIGHT,
+    OnlineMFConfig,
+    initial_user_vector,
+    step_stacked,
+    top_rows,
+    user_learning_rate,
+)
 from streamrec.models.user_state import UserState
 
 ItemId = str
@@ -108,8 +119,9 @@ def learn(user_id: UserId, state: UserState, item_id: ItemId, event_id: str | No
     recent = [other for other in state.recent(config.covisit_history) if other != item_id]
     n_before = state.n_events
     state.record(item_id, event_id, config.history_size, config.dedup_window)
-    if not weight > 0:
+    if not (weight > 0 and math.isfinite(weight)):
         return {}
+    weight = min(weight, MAX_WEIGHT)  # one event cannot swamp popularity or co-visits
     mf = config.mf
     item_vector = catalog.vector(item_id)
     if item_vector is None:
@@ -148,15 +160,21 @@ def recommend(state: UserState, catalog: ItemCatalog, k: int, config: Recommende
     if fusion.trending + share < MIN_SHARE:
         share = 0.0  # too small to change a list; saves ranking the catalogue by popularity
     personal = 1.0 - share
-    scores = np.zeros(n, dtype=np.float64)
+    signals = []  # (weight, raw scores over the catalogue)
     if fusion.mf > 0 and personal > 0 and state.vector is not None and state.vector.shape == (catalog.dim,):
-        scores += fusion.mf * personal * _scaled(catalog.matrix() @ state.vector)
+        signals.append((fusion.mf * personal, catalog.matrix() @ state.vector))
     if fusion.covisit > 0 and personal > 0:
         covisits = catalog.covisit_scores(state.recent(config.covisit_history))
         if covisits is not None:
-            scores += fusion.covisit * personal * _scaled(covisits)
+            signals.append((fusion.covisit * personal, covisits))
     if fusion.trending + share > 0:
-        scores += (fusion.trending + share) * _scaled(catalog.decayed())
+        signals.append((fusion.trending + share, catalog.decayed()))
+    if not signals:
+        return []  # nothing to go by (e.g. only co-visits asked for, and the user has none)
+    scores = np.zeros(n, dtype=np.float64)
+    for weight, raw in signals:
+        scores += weight * _scaled(raw)
+    scores[scores <= 0.0] = -np.inf  # no signal says anything for these: never pad a list with them
     scores[catalog.rows(state.seen)] = -np.inf
     if exclude:
         scores[catalog.rows(exclude)] = -np.inf
@@ -164,10 +182,13 @@ def recommend(state: UserState, catalog: ItemCatalog, k: int, config: Recommende
 
 
 def _scaled(scores: np.ndarray) -> np.ndarray:
-    """Min-max scaled to [0, 1] (all 0 when every score is equal)."""
+    """Scaled to at most 1: divided by the maximum when no score is negative (so 0 stays "no signal"),
+    else min-max scaled to [0, 1]; all 0 when every score is equal."""
     low, high = float(scores.min()), float(scores.max())
     if not high > low:
         return np.zeros_like(scores, dtype=np.float64)
+    if low >= 0.0:
+        return scores / high
     return (scores - low) / (high - low)
 
 
@@ -223,3 +244,44 @@ class InProcessRecommender:
         """Events learnt from this user."""
         state = self.users.get(user_id)
         return 0 if state is None else state.n_events
+
+
+def benchmark(events: int = 20_000, repeats: int = 5, config: RecommenderConfig | None = None,
+              users: int = 2_000, items: int = 5_000, seed: int = 0) -> dict[str, Any]:
+    """Microseconds per event of :func:`learn` and :func:`recommend` (medians of ``repeats``), JSON-ready.
+
+    A seeded random stream (Zipf item popularity) is learnt once to warm the
+    model up (every id created, co-visits and vectors in place); each repeat
+    then times one more pass of :func:`learn` alone (the worker's learning
+    step, without publication), :meth:`InProcessRecommender.learn_one` (learn,
+    owner update, replica) and :func:`recommend` (top 10 over the catalogue).
+    """
+    config = config or RecommenderConfig()
+    rng = np.random.default_rng(seed)
+    stream = list(zip((f"u{u}" for u in rng.integers(0, users, events)),
+                      (f"i{i}" for i in rng.zipf(1.3, events) % items), strict=True))
+    model = InProcessRecommender(config)
+    for user_id, item_id in stream:
+        model.learn_one(user_id, item_id, 1.0, 0)
+    step_rng = random.Random(seed)
+    timings: dict[str, list[float]] = {"learn": [], "learn_one": [], "recommend": []}
+    for _ in range(repeats):
+        states = {user_id: UserState(list(state.seen), [], state.n_events, state.vector)
+                  for user_id, state in model.users.items()}
+        started = time.perf_counter()
+        for user_id, item_id in stream:
+            learn(user_id, states[user_id], item_id, None, 1.0, 0, model.catalog, config, step_rng)
+        timings["learn"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        for user_id, item_id in stream:
+            model.learn_one(user_id, item_id, 1.0, 0)
+        timings["learn_one"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        for user_id, _ in stream:
+            model.recommend(user_id, 10)
+        timings["recommend"].append(time.perf_counter() - started)
+    medians = {name: statistics.median(seconds) / events * 1e6 for name, seconds in timings.items()}
+    return {"name": "online_recommender", "events": events, "repeats": repeats, "catalogue": len(model.catalog),
+            **{f"{name}_us_per_event": round(us, 2) for name, us in medians.items()},
+            "events_per_s_learn_one_and_recommend": round(1e6 / (medians["learn_one"] + medians["recommend"])),
+            "dim": config.mf.dim, "negatives": config.mf.negatives, "numpy": np.__version__}

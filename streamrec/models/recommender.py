@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from streamrec.models.user_state import UserState
 from streamrec.models.popularity import PopularityRanking
+from streamrec.models.user_state import UserState
 
 ItemId = str
 

@@ -19,6 +19,7 @@ import pytest
 
 from streamrec.config import Settings, with_section
 from streamrec.eval.synthetic import invalid_events
+from streamrec.models.online_recommender import MODEL_VERSION
 from streamrec.models.popularity import decay
 from streamrec.load.request import request_recommendations
 
@@ -96,7 +97,7 @@ def test_worker_serves_events_requests_and_dead_letters_then_recovers_after_sigk
         assert rec["user_id"] == users_of[rec["event_id"]]
         items = {item["item_id"] for item in rec["items"]}
         assert not items & seen[rec["event_id"]], f"recommended seen items to {rec['user_id']}"
-        assert rec["model_version"] and rec["source"] == "trending"
+        assert rec["model_version"] == MODEL_VERSION and rec["source"] in ("trending", "online")
         assert rec["emitted_ts"] >= rec["event_ts"] - 60_000
 
     # 2. exactly one dead letter per invalid event, with the reason and the original payload
@@ -134,15 +135,18 @@ def test_worker_serves_events_requests_and_dead_letters_then_recovers_after_sigk
     assert 'streamrec_events_in_total{outcome="duplicate"} 1.0' in metrics
     assert f'streamrec_dead_lettered_total{{topic="{names.events}"}} {float(len(bad))}' in metrics
 
-    # 5. crash, restart without the local state: tables come back from the changelogs
+    # 5. crash, restart without the local state: tables come back from the changelogs, item
+    #    vectors from the item-state topic, so every user gets the same list as before the crash
     state_before = {r.key: r.value for r in collect(settings, names.item_state, lambda r: False, 3)}
     worker.kill()
     restarted = with_section(settings, "worker", data_dir=settings.worker.data_dir.with_name("state2"))
     start_worker(restarted, name="restarted")
     for user in USERS:
         answer = request_recommendations(restarted, user, timeout_s=15)
-        items = {i["item_id"] for i in answer["items"]}
-        assert not items & final_seen[user], f"{user}'s seen-set was lost in the crash"
+        items = [i["item_id"] for i in answer["items"]]
+        assert not set(items) & final_seen[user], f"{user}'s seen-set was lost in the crash"
+        assert items == [i["item_id"] for i in answers[user]["items"]], (
+            f"{user}'s list changed across the crash: user vector or item state was not recovered")
     new_ts = T0 + 2 * 10**6
     send(restarted, names.events, [(b"newcomer", encode(
         {"user_id": "newcomer", "item_id": "i0", "type": "view", "ts": new_ts, "event_id": "e-new"}))])
@@ -154,4 +158,11 @@ def test_worker_serves_events_requests_and_dead_letters_then_recovers_after_sigk
     before = state_before["i0"]
     expected = decay(before["popularity"], before["ts_ms"], new_ts, settings.model.popularity_half_life_s)
     assert after[-1]["popularity"] == pytest.approx(expected + 1.0, rel=1e-6), (
-        "item popularity restarted from zero: the item_popularity table was not recovered")
+        "item popularity restarted from zero: the items table was not recovered")
+    # On recovery the owner republished i0 exactly as before the crash (vector, co-visits), and the
+    # new event continued from there.
+    republished = [v for v in after[:-1] if v["vector"] == before["vector"]
+                   and v["neighbours"] == before["neighbours"] and v["ts_ms"] == before["ts_ms"]]
+    assert len(republished) >= 2, "the items table (vectors, co-visits) was not recovered"
+    assert set(before["neighbours"]) <= set(after[-1]["neighbours"])
+    assert after[-1]["vector"] != before["vector"]

@@ -1,0 +1,253 @@
+"""The default model (``streamrec.models.online_recommender``): learning, the item side, fusion, a known answer.
+
+Everything runs the worker's own functions in one process (``InProcessRecommender``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamrec.models.baselines import MostPopular, OnlineModel
+from streamrec.models.items import ItemDelta, OwnedItem
+from streamrec.models.online_mf import OnlineMFConfig, initial_user_vector, sgd_step, user_learning_rate
+from streamrec.models.online_recommender import (
+    FusionWeights,
+    InProcessRecommender,
+    RecommenderConfig,
+    benchmark,
+    learn,
+    recommend,
+)
+from streamrec.models.user_state import UserState
+
+Event = tuple[str, str, int]  # user_id, item_id, ts_ms
+ONLY_MF = FusionWeights(mf=1.0, covisit=0.0, trending=0.0, cold_start=0.0)
+ONLY_COVISIT = FusionWeights(mf=0.0, covisit=1.0, trending=0.0, cold_start=0.0)
+
+
+def config_of(fusion: FusionWeights = FusionWeights(), **mf: object) -> RecommenderConfig:
+    return RecommenderConfig(mf=OnlineMFConfig(**mf), fusion=fusion)  # type: ignore[arg-type]
+
+
+# -- a seeded synthetic stream with known tastes, and the prequential hit rate ----------------
+
+
+def synthetic_stream(n_users: int = 300, n_items: int = 200, n_events: int = 15_000, dim: int = 8,
+                     taste: float = 3.0, popularity: float = 1.0, seed: int = 0) -> list[Event]:
+    """Users pick unseen items with probability ~ exp(taste * user.item + popularity * item bias).
+
+    Latent users and items are standard normal (scaled by 1/sqrt(dim)); item
+    biases are minus log popularity rank (Zipf-like skew). Event ``n`` happens
+    at ``ts_ms = 1000 * n``. With the defaults, ranking by the true logits gives
+    HR@10 0.59 and by the true popularity 0.16.
+    """
+    rng = np.random.default_rng(seed)
+    users = rng.normal(size=(n_users, dim)) / dim**0.25
+    items = rng.normal(size=(n_items, dim)) / dim**0.25
+    bias = -np.log1p(rng.permutation(n_items))  # (n_items,)
+    logits = taste * users @ items.T + popularity * bias  # (n_users, n_items)
+    seen = np.zeros((n_users, n_items), dtype=bool)
+    events: list[Event] = []
+    for n, user in enumerate(rng.integers(0, n_users, n_events)):
+        if seen[user].all():
+            seen[user] = False  # a user who saw everything starts over
+        weights = np.exp(logits[user] - logits[user].max()) * ~seen[user]
+        item = int(rng.choice(n_items, p=weights / weights.sum()))
+        seen[user, item] = True
+        events.append((f"u{user}", f"i{item}", 1000 * n))
+    return events
+
+
+def prequential_hit_rate(model: OnlineModel, events: list[Event], k: int = 10) -> float:
+    """Test-then-train HR@k: before learning each event, is its item in the user's top k of unseen items?"""
+    seen: dict[str, set[str]] = defaultdict(set)
+    hits = 0
+    for user_id, item_id, ts_ms in events:
+        hits += item_id in {item for item, _ in model.recommend(user_id, k, exclude=seen[user_id])}
+        model.learn_one(user_id, item_id, 1.0, ts_ms)
+        seen[user_id].add(item_id)
+    return hits / len(events)
+
+
+@pytest.fixture(scope="module")
+def stream() -> list[Event]:
+    return synthetic_stream()
+
+
+def test_the_embeddings_beat_most_popular_by_a_clear_margin_on_the_synthetic_stream(stream: list[Event]) -> None:
+    popular = prequential_hit_rate(MostPopular(), stream)
+    learned = prequential_hit_rate(InProcessRecommender(config_of(ONLY_MF)), stream)
+    default = prequential_hit_rate(InProcessRecommender(), stream)
+
+    assert popular == pytest.approx(0.15, abs=0.02)  # the stream is what we think it is
+    assert learned > popular + 0.04, (learned, popular)  # measured: 0.215 against 0.152
+    assert default > popular + 0.04, (default, popular)
+
+
+def test_with_learning_rate_zero_the_embeddings_do_not_beat_most_popular(stream: list[Event]) -> None:
+    frozen = prequential_hit_rate(InProcessRecommender(config_of(ONLY_MF, learning_rate=0.0)), stream[:5_000])
+    popular = prequential_hit_rate(MostPopular(), stream[:5_000])
+
+    assert frozen < popular
+
+
+# -- learning: the worker's step, the item side -----------------------------------------------
+
+
+def learnt(events: list[Event], config: RecommenderConfig | None = None) -> InProcessRecommender:
+    model = InProcessRecommender(config or config_of(dim=16))
+    for user_id, item_id, ts_ms in events:
+        model.learn_one(user_id, item_id, 1.0, ts_ms)
+    return model
+
+
+def test_the_same_seed_and_stream_give_bit_identical_models(stream: list[Event]) -> None:
+    first, second = learnt(stream[:2_000]), learnt(stream[:2_000])
+
+    np.testing.assert_array_equal(first.catalog.matrix(), second.catalog.matrix())
+    assert first.recommend("u1", 10) == second.recommend("u1", 10)
+    other = learnt(stream[:2_000], config_of(dim=16, seed=1))
+    assert not np.array_equal(first.catalog.matrix(), other.catalog.matrix())
+
+
+def test_learning_is_the_pure_step_on_the_user_and_a_delta_for_the_item() -> None:
+    config = config_of(dim=8, negatives=0, lr_decay=0.5)
+    model = InProcessRecommender(config)
+    mf = config.mf
+    user, items = initial_user_vector("u", mf), {i: config.items.initial_vector(i) for i in "ab"}
+    for n, (item_id, weight) in enumerate([("a", 1.0), ("b", 3.0), ("a", 2.0)]):
+        model.learn_one("u", item_id, weight, ts_ms=n)
+        user, items[item_id], _ = sgd_step(user, items[item_id], np.zeros((0, 8), np.float32), weight,
+                                           user_learning_rate(mf, n), mf)
+
+    np.testing.assert_allclose(model.users["u"].vector, user, rtol=1e-6)
+    for item_id, vector in items.items():
+        np.testing.assert_allclose(model.catalog.vector(item_id), vector, rtol=1e-5, atol=1e-7)
+
+
+def test_an_event_sends_popularity_vector_and_co_visits_to_the_item_and_co_visits_to_recent_items() -> None:
+    config = config_of(dim=8)
+    catalog = config.new_catalog()
+    state = UserState()
+    learn("u", state, "a", "e1", 1.0, 10, catalog, config, random.Random(0))
+
+    deltas = learn("u", state, "b", "e2", 2.0, 20, catalog, config, random.Random(0))
+
+    assert set(deltas) == {"a", "b"}
+    assert (deltas["b"].weight, deltas["b"].ts_ms, deltas["b"].neighbours) == (2.0, 20, {"a": 2.0})
+    assert deltas["b"].vector is not None and deltas["b"].vector.shape == (8,)
+    assert (deltas["a"].weight, deltas["a"].vector, deltas["a"].neighbours) == (0.0, None, {"b": 2.0})
+    assert state.seen == ["a", "b"] and state.event_ids == ["e1", "e2"] and state.n_events == 2
+
+
+def test_a_zero_weight_event_is_remembered_but_teaches_nothing() -> None:
+    config = config_of(dim=8)
+    state = UserState()
+
+    assert learn("u", state, "a", None, 0.0, 10, config.new_catalog(), config, random.Random(0)) == {}
+    assert state.seen == ["a"] and state.vector is None
+
+
+def test_deltas_merge_by_adding_and_the_owner_clips_the_vector_and_bounds_co_visits() -> None:
+    items = config_of(dim=2).items
+    items = dataclasses.replace(items, max_neighbours=2, half_life_s=3600.0)
+    merged = ItemDelta(4.0, 0, np.array([1.0, 0.0], np.float32), {"x": 1.0})
+    merged.merge(ItemDelta(4.0, 3_600_000, np.array([0.0, 1.0], np.float32), {"x": 1.0, "y": 5.0}), 3600.0)
+    assert (merged.weight, merged.ts_ms, merged.neighbours) == (6.0, 3_600_000, {"x": 2.0, "y": 5.0})
+
+    owned = OwnedItem()
+    owned.apply("i", merged, items)
+    owned.apply("i", ItemDelta(0.0, 0, np.array([100.0, 0.0], np.float32),
+                               {"z": 1.0, "w": 0.5, "i": 9.0, "nan": float("nan")}), items)
+    assert float(np.linalg.norm(owned.vector)) == pytest.approx(items.max_norm, rel=1e-5)
+    assert owned.neighbours == {"x": 2.0, "y": 5.0, "z": 1.0, "w": 0.5}  # never itself, never NaN
+    owned.apply("i", ItemDelta(0.0, 0, None, {"v": 0.1}), items)  # 5 > 2 * max_neighbours: prune
+    assert owned.neighbours == {"x": 2.0, "y": 5.0}
+    assert OwnedItem.from_dict(owned.to_dict()).neighbours == owned.neighbours
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.sampled_from("wxyz"),
+                          st.floats(allow_nan=True, allow_infinity=True)), min_size=1, max_size=40))
+def test_the_model_stays_finite_whatever_the_event_weights(events: list[tuple[str, str, float]]) -> None:
+    model = InProcessRecommender(config_of(dim=8, negatives=2))
+    for user, item, weight in events:
+        model.learn_one(user, item, weight, 0)
+
+    assert np.isfinite(model.catalog.matrix()).all()
+    assert all(model.users[user].vector is None or np.isfinite(model.users[user].vector).all()
+               for user, _, _ in events)
+    assert all(np.isfinite(score) for _, score in model.recommend(events[0][0], 10))
+
+
+# -- recommending ---------------------------------------------------------------------------------
+
+
+def test_embedding_scores_match_a_brute_force_sort_and_never_return_an_excluded_item(stream: list[Event]) -> None:
+    model = learnt(stream[:3_000], config_of(ONLY_MF, dim=16))
+    catalog = model.catalog
+    ids = [catalog.item_id(row) for row in range(len(catalog))]
+    rng = np.random.default_rng(0)
+    for user in ("u0", "u1", "u2", "u3"):
+        exclude = set(rng.choice(ids, 50, replace=False).tolist()) | set(model.users[user].seen)
+        scores = catalog.matrix() @ model.users[user].vector
+        expected = [ids[r] for r in np.argsort(-scores, kind="stable") if ids[r] not in exclude][:10]
+
+        got = model.recommend(user, 10, exclude=exclude)
+
+        assert [item for item, _ in got] == expected
+        assert [score for _, score in got] == sorted((score for _, score in got), reverse=True)
+
+
+def test_co_visits_recommend_what_users_with_the_same_recent_items_chose() -> None:
+    model = learnt([("ann", "tea", 0), ("ann", "cake", 1), ("bob", "tea", 2), ("cy", "jam", 3)],
+                   config_of(ONLY_COVISIT))
+
+    assert [item for item, _ in model.recommend("bob", 3)] == ["cake"]
+    assert model.recommend("cy", 3) == []  # jam co-occurs with nothing
+
+
+def test_co_visits_count_only_the_users_last_covisit_history_items() -> None:
+    config = dataclasses.replace(config_of(ONLY_COVISIT), covisit_history=2)
+    model = learnt([("ann", item, n) for n, item in enumerate(["a", "b", "c", "d"])], config)
+
+    assert model.catalog.neighbours("a") == (["b", "c"], [1.0, 1.0])  # not d: two items later
+
+
+def test_a_new_user_gets_trending_and_a_returning_user_a_blend() -> None:
+    model = learnt([("ann", "tea", 0), ("bob", "tea", 1), ("bob", "cake", 2), ("cy", "jam", 3), ("cy", "cake", 4)])
+
+    assert [item for item, _ in model.recommend("stranger", 3)] == ["cake", "tea", "jam"]  # cake: more recent
+    assert [item for item, _ in model.recommend("ann", 3)][0] == "cake"  # co-visited with tea
+
+
+def test_recommend_returns_fewer_items_when_nearly_everything_is_excluded() -> None:
+    model = learnt([("u", f"i{n}", n) for n in range(5)])
+
+    assert {item for item, _ in model.recommend("u", 10, exclude={"unknown"})} == set()  # all seen
+    assert [item for item, _ in recommend(UserState(seen=["i0", "i1", "i2"]), model.catalog, 10,
+                                          model.config)] in (["i3", "i4"], ["i4", "i3"])
+
+
+def test_the_catalogue_grows_past_its_initial_capacity_keeping_every_vector() -> None:
+    model = InProcessRecommender(config_of(dim=4, negatives=0, learning_rate=0.0))
+    for n in range(2_000):
+        model.learn_one(f"u{n}", f"i{n}", 1.0, n)
+
+    assert model.catalog.matrix().shape == (2_000, 4)
+    np.testing.assert_array_equal(model.catalog.vector("i1234"), model.config.items.initial_vector("i1234"))
+
+
+def test_benchmark_reports_microseconds_per_event() -> None:
+    result = benchmark(events=500, repeats=2, users=50, items=100)
+
+    assert result["name"] == "online_recommender" and result["dim"] == 32
+    assert 0 < result["learn_us_per_event"] < result["learn_one_us_per_event"] < 100_000
+    assert result["events_per_s_learn_one_and_recommend"] > 0
