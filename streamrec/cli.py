@@ -270,6 +270,11 @@ def evaluate(
     publish_every: Annotated[int, typer.Option(min=1, help="Publish item changes to the replica every n events "
                                                "(1: at once; the worker publishes every model.item_publish_interval_ms).")] = 1,
     limit: Annotated[int | None, typer.Option(min=1, help="Replay only the first n events.")] = None,
+    live: Annotated[bool, typer.Option("--live", help="Also replay through a broker and real workers and "
+                                       "score the lists they push (the default model only).")] = False,
+    rate: Annotated[float, typer.Option(min=1, help="--live: events per second sent.")] = 250.0,
+    workers: Annotated[int, typer.Option(min=1, help="--live: worker processes.")] = 1,
+    broker: Annotated[str | None, typer.Option(help="--live: use this Kafka broker instead of an embedded one.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of rolling HR@K here.")] = None,
     config: ConfigOption = None,
@@ -282,6 +287,10 @@ def evaluate(
     replica) in one process. Prints a table (HR@K, NDCG@K, MRR@K, new vs
     returning users, coverage, events/s) and writes JSON and a plot when asked.
     Event weights and model hyper-parameters come from the settings ([events], [model]).
+
+    With --live the events also go through a broker (embedded unless --broker)
+    and real workers; the list pushed after a user's previous event is scored
+    against their next, and the table compares it with the offline figure.
     """
     from streamrec.eval.datasets import load_dataset
     from streamrec.eval.models import build_models
@@ -307,11 +316,32 @@ def evaluate(
     summary = summarise(reports, k, dataset=data, stride=stride, seed=model_settings.seed,
                         events=len(interactions))
     print_table(err, summary)
+    if live:
+        summary["live"] = _evaluate_live(settings.model_copy(update={"model": model_settings}), interactions,
+                                         reports, k, rate, workers, broker, config)
     if json_out is not None:
         write_json(json_out, summary)
     if plot is not None:
         write_plot(plot, reports, k)
     typer.echo(json.dumps(summary))
+
+
+def _evaluate_live(settings: Settings, interactions: list[Any], offline: dict[str, Any], k: int, rate: float,
+                   workers: int, broker: str | None, config: Path | None) -> dict[str, Any]:
+    from streamrec.eval.report import live_agreement, print_live_table
+    from streamrec.load.live_evaluation import evaluate_live
+
+    if "streamrec" not in offline:
+        _fail("--live compares with the offline figure of the default model: include 'streamrec' in --models")
+    with _progress() as progress:
+        tasks = {"sent": progress.add_task(f"sending at {rate:g}/s", total=len(interactions), rate=""),
+                 "pushed": progress.add_task("lists pushed", total=len(interactions), rate="")}
+        report, facts = evaluate_live(settings, interactions, k, rate, workers, broker, config,
+                                      on_progress=lambda stage, n: progress.advance(tasks[stage], n))
+    agreement = live_agreement(offline["streamrec"], report, k)
+    print_live_table(err, agreement, f"streamrec offline vs live ({workers} worker(s), {facts['pushed']:,} of "
+                                     f"{facts['events']:,} lists received)")
+    return {**facts, "returning_users": agreement}
 
 
 bench_app = typer.Typer(help="Benchmarks that print figures and write JSON.", no_args_is_help=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,3 +138,21 @@ def rolling_hit_rate(hits: list[int], window: int) -> np.ndarray:
     starts = np.maximum(ends - window, 0)
     previous = np.concatenate(([0.0], cumulative))[starts]
     return (cumulative - previous) / (ends - starts)
+
+
+def score_pushed_lists(stream: Sequence[Interaction], pushed: Mapping[int, list[str]], k: int) -> ModelReport:
+    """Score the lists a live pipeline pushed: the one after a user's previous event predicts their next.
+
+    ``pushed[i]`` is the list emitted after event ``i`` of ``stream`` (missing: counted as a miss).
+    Only returning users' events can be scored (a new user had no earlier push).
+    """
+    report = ModelReport()
+    previous: dict[str, int] = {}
+    for index, event in enumerate(stream):
+        earlier = previous.get(event.user_id)
+        if earlier is not None:
+            top = [(item, 0.0) for item in pushed.get(earlier, [])[:k]]
+            _score(report, "returning_users", _rank(top, event.item_id), top)
+        previous[event.user_id] = index
+    report.catalogue_size = len({event.item_id for event in stream})
+    return report

@@ -59,3 +59,28 @@ def write_plot(path: Path, reports: Mapping[str, ModelReport], k: int, window: i
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def live_agreement(offline: ModelReport, live: ModelReport, k: int) -> dict[str, Any]:
+    """Returning users' figures offline and live, and the live/offline relative difference."""
+    rows: dict[str, Any] = {}
+    off, on = offline.returning_users.as_dict(), live.returning_users.as_dict()
+    for metric in ("hr", "ndcg", "mrr"):
+        relative = (on[metric] - off[metric]) / off[metric] if off[metric] else float("nan")
+        rows[f"{metric}@{k}"] = {"offline": off[metric], "live": on[metric], "relative_difference": relative}
+    rows["events"] = {"offline": off["events"], "live": on["events"]}
+    return rows
+
+
+def print_live_table(console: Console, agreement: Mapping[str, Any], title: str) -> None:
+    """Offline against live, for returning users."""
+    table = Table(title=title)
+    for column in ("returning users", "offline", "live", "live vs offline"):
+        table.add_column(column, justify="left" if column == "returning users" else "right")
+    for metric, row in agreement.items():
+        if metric == "events":
+            table.add_row("events scored", f"{row['offline']:,}", f"{row['live']:,}", "")
+        else:
+            table.add_row(metric.upper(), f"{row['offline']:.4f}", f"{row['live']:.4f}",
+                          f"{row['relative_difference']:+.1%}")
+    console.print(table)

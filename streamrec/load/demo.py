@@ -95,14 +95,19 @@ def _demo_messages(stats: DemoStats, invalid_every: int, max_id: int, max_bytes:
 
 
 @contextlib.contextmanager
-def _worker_process(settings: Settings, log_path: Path, config: Path | None) -> Iterator[subprocess.Popen[bytes]]:
-    """A ``streamrec worker`` subprocess, stopped with SIGTERM (then SIGKILL) on exit."""
+def worker_process(settings: Settings, log_path: Path, config: Path | None,
+                   env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``streamrec worker`` subprocess, stopped with SIGTERM (then SIGKILL) on exit.
+
+    ``env``: extra ``STREAMREC_*`` settings for the worker (broker, web port and data dir are options).
+    """
     command = [sys.executable, "-m", "streamrec", "worker", "--broker", settings.kafka.broker,
                "--web-port", str(settings.worker.web_port), "--data-dir", str(settings.worker.data_dir)]
     if config is not None:
         command += ["--config", str(config)]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, **(env or {})})
     try:
         yield process
     finally:
@@ -150,7 +155,7 @@ def run_demo(settings: Settings, rate: float, duration_s: float, invalid_every: 
     with embedded:
         console.print(f"embedded broker on {embedded.url}; logs in {workdir}")
         create_topics(settings)
-        with _worker_process(settings, workdir / "worker.log", config) as process:
+        with worker_process(settings, workdir / "worker.log", config) as process:
             console.print(f"worker ready in {wait_until_serving(settings, process, 90):.1f}s")
             summary = _drive(settings, names, rate, duration_s, invalid_every, console)
     shutil.rmtree(settings.worker.data_dir, ignore_errors=True)  # keep the logs, not the state
