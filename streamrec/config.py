@@ -132,7 +132,7 @@ class ModelSettings(_Section):
     max_items: int = Field(1_000_000, ge=1)
     item_publish_interval_ms: int = Field(50, ge=1, le=60_000)
     dim: int = Field(32, ge=2, le=1024)
-    learning_rate: float = Field(0.1, ge=0, le=10)
+    learning_rate: float = Field(0.03, ge=0, le=10)
     user_lr_multiplier: float = Field(32.0, ge=0, le=1000)
     regularization: float = Field(0.01, ge=0, le=1)
     negatives: int = Field(4, ge=0, le=100)

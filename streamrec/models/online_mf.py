@@ -68,7 +68,7 @@ class OnlineMFConfig:
     """
 
     dim: int = 32
-    learning_rate: float = 0.1
+    learning_rate: float = 0.03
     user_lr_multiplier: float = 32.0
     lr_decay: float = 0.0
     regularization: float = 0.01

@@ -1,4 +1,4 @@
-"""HTTP views on the worker's web port: recommendations and Prometheus metrics."""
+"""HTTP views on the worker's web port: recommendations, item replicas and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from streamrec.streams.pipeline import Pipeline
 
 
 def register_views(app: faust.App, pipeline: Pipeline) -> None:
-    """Add ``GET /recommendations/{user}`` and ``GET /metrics`` to the worker's web server."""
+    """Add ``GET /recommendations/{user}``, ``GET /items/{item}`` and ``GET /metrics`` to the worker's web server."""
 
     @app.page("/recommendations/{user}")
     @app.table_route(table=pipeline.users, match_info="user")
@@ -28,6 +28,19 @@ def register_views(app: faust.App, pipeline: Pipeline) -> None:
             return web.json({"error": f"k must be an integer from 1 to {max_k}"}, status=400)
         recommendation = pipeline.recommend(user, k, trigger="request")
         return web.bytes(recommendation.to_json(), content_type="application/json")
+
+    @app.page("/items/{item}")
+    async def item(web: View, request: Request, item: str) -> Response:
+        """This worker's replica of one item (what it scores with): popularity, vector, co-visits.
+
+        Every worker answers from its own replica, so comparing workers shows replication freshness.
+        """
+        vector = pipeline.catalog.vector(item)
+        if vector is None:
+            return web.json({"error": f"item {item!r} is not in this worker's catalogue"}, status=404)
+        neighbours, weights = pipeline.catalog.neighbours(item)
+        return web.json({"item_id": item, "popularity": pipeline.catalog.score(item), "vector": vector.tolist(),
+                         "neighbours": dict(zip(neighbours, weights, strict=True))})
 
     @app.page("/metrics")
     async def metrics(web: View, request: Request) -> Response:

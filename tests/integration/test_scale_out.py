@@ -1,9 +1,10 @@
-"""Two workers in one consumer group split the partitions and still answer every event once."""
+"""Two workers in one consumer group split the partitions, answer every event once, share item vectors."""
 
 from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from typing import Any
@@ -55,6 +56,25 @@ def test_two_workers_split_partitions_and_each_event_gets_one_recommendation(
         assert answers[0]["items"] == answers[1]["items"]
         assert answers[0]["user_id"] == user
         assert not {i["item_id"] for i in answers[0]["items"]} & seen
+
+
+    # Both workers score with the same item vectors: each replicates every item from the
+    # item-state topic, whichever worker owns it (within the publish + replication delay).
+    items = sorted({e["item_id"] for e in events})
+
+    def replicas_agree() -> bool:
+        try:
+            replicas = [[_get_json(s, f"/items/{item}") for item in items] for s in (settings, second_settings)]
+        except urllib.error.HTTPError:  # 404: not replicated yet
+            return False
+        return replicas[0] == replicas[1] and all(len(r["vector"]) == settings.model.dim for r in replicas[0])
+
+    deadline = time.monotonic() + 10
+    while not replicas_agree():
+        assert time.monotonic() < deadline, "the workers' item replicas did not converge within 10 s"
+        time.sleep(0.2)
+    learnt = _get_json(settings, f"/items/{items[0]}")
+    assert learnt["popularity"] > 0 and learnt["neighbours"]  # learnt state, not an empty placeholder
 
 
 def _get_json(settings: Settings, path: str) -> Any:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from streamrec.eval.datasets import Interaction
-from streamrec.eval.prequential import EvaluationSettings, evaluate, rolling_hit_rate
+from streamrec.eval.prequential import EvaluationSettings, evaluate, rolling_hit_rate, score_pushed_lists
 
 
 class FixedList:
@@ -74,3 +74,18 @@ def test_rolling_hit_rate_averages_a_sliding_window() -> None:
     rates = rolling_hit_rate([1, 0, 1, 1, 0], window=2)
 
     np.testing.assert_allclose(rates, [1.0, 0.5, 0.5, 1.0, 0.5])
+
+
+def test_a_pushed_list_predicts_the_same_users_next_event_only() -> None:
+    events = stream("ann:a", "bob:b", "ann:c", "ann:d", "bob:e")
+    pushed = {0: ["x", "c"], 1: ["e"], 2: ["y"]}  # nothing arrived after event 3
+
+    report = score_pushed_lists(events, pushed, k=2)
+
+    # ann:c is predicted by the list after ann:a (rank 1), ann:d by the list after ann:c (miss),
+    # bob:e by the list after bob:b (rank 0); first events of a user are not scored.
+    assert report.returning_users.as_dict() == {"events": 3, "hr": pytest.approx(2 / 3),
+                                                "ndcg": pytest.approx((1 / math.log2(3) + 1) / 3),
+                                                "mrr": pytest.approx((1 / 2 + 1) / 3)}
+    assert report.new_users.n == 0 and report.catalogue_size == 5
+    assert score_pushed_lists(events, {}, k=2).returning_users.hits == 0  # nothing pushed: all misses
