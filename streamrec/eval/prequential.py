@@ -102,9 +102,11 @@ def evaluate(stream: Iterable[Interaction], models: Mapping[str, OnlineModel],
         history = histories.setdefault(event.user_id, UserState())
         if index % settings.stride == 0:
             split = "new_users" if history.n_events == 0 else "returning_users"
+            seen = set(history.seen)
             for name, model in models.items():
+                exclude = () if getattr(model, "excludes_seen", False) else seen
                 started = time.perf_counter()
-                top = model.recommend(event.user_id, settings.k, exclude=set(history.seen))
+                top = model.recommend(event.user_id, settings.k, exclude=exclude)
                 reports[name].seconds += time.perf_counter() - started
                 _score(reports[name], split, _rank(top, event.item_id), top)
         weight = event_weight(event.type, event.value, settings.type_weights,

@@ -27,7 +27,12 @@ UserId = str
 
 
 class OnlineModel(Protocol):
-    """What the prequential evaluator needs from a model."""
+    """What the prequential evaluator needs from a model.
+
+    A model whose class sets ``excludes_seen = True`` remembers each user's seen items
+    (``history_size`` of them, like the evaluator) and excludes them itself; the
+    evaluator then passes no ``exclude`` list.
+    """
 
     def learn_one(self, user_id: UserId, item_id: ItemId, weight: float = 1.0, ts_ms: int | None = None) -> None:
         """Learn from one event of ``weight`` at event time ``ts_ms`` (epoch milliseconds)."""

@@ -10,7 +10,7 @@ result; every worker keeps the published items in an :class:`ItemCatalog`
 (the replica the query path scores against). The offline evaluator runs the
 same three steps in one process.
 
->>> config = ItemConfig(dim=4)
+>>> config = ItemConfig(OnlineMFConfig(dim=4))
 >>> owned = OwnedItem()
 >>> owned.apply("tea", ItemDelta(weight=2.0, ts_ms=1_000, neighbours={"cake": 1.0}), config)
 >>> catalog = ItemCatalog(half_life_s=3600.0, dim=4)
@@ -40,34 +40,32 @@ class ItemConfig:
 
     Attributes
     ----------
-    dim
-        Embedding size.
-    max_norm
-        Item vectors are clipped to this norm after every applied delta.
+    mf
+        The embedding learner's configuration (dimension, norm clip, initial vectors).
     half_life_s
         Popularity half-life in seconds of event time.
     max_neighbours
         Co-visit neighbours kept per item by its owner (the strongest; pruned
         when twice as many accumulate) and published to every worker.
-    init_std, seed
-        Initial vectors (see :func:`~streamrec.models.online_mf.initial_item_vector`).
     """
 
-    dim: int = 32
-    max_norm: float = 3.0
+    mf: OnlineMFConfig = field(default_factory=OnlineMFConfig)
     half_life_s: float = 86_400.0
     max_neighbours: int = 50
-    init_std: float = 0.1
-    seed: int = 0
 
-    @classmethod
-    def of(cls, mf: OnlineMFConfig, half_life_s: float, max_neighbours: int) -> ItemConfig:
-        """The item side of an online-MF configuration."""
-        return cls(mf.dim, mf.max_norm, half_life_s, max_neighbours, mf.init_std, mf.seed)
+    @property
+    def dim(self) -> int:
+        """Embedding size."""
+        return self.mf.dim
+
+    @property
+    def max_norm(self) -> float:
+        """Item vectors are clipped to this norm after every applied delta."""
+        return self.mf.max_norm
 
     def initial_vector(self, item_id: ItemId) -> np.ndarray:
         """The vector a new item starts from (the same on every worker)."""
-        return initial_item_vector(item_id, OnlineMFConfig(dim=self.dim, init_std=self.init_std, seed=self.seed))
+        return initial_item_vector(item_id, self.mf)
 
 
 @dataclass(slots=True)
@@ -265,6 +263,11 @@ class ItemCatalog(PopularityRanking):
     def item_id(self, row: int) -> ItemId:
         """The id of the item in ``row``."""
         return self._ids[row]
+
+    def item_ids(self, rows: Iterable[int]) -> list[ItemId]:
+        """The ids of the items in ``rows``."""
+        ids = self._ids
+        return [ids[row] for row in rows]
 
     def matrix(self) -> np.ndarray:
         """All item vectors, shape ``(len(self), d)`` float32 (a view: do not modify)."""

@@ -127,7 +127,7 @@ def initial_user_vector(user_id: UserId, config: OnlineMFConfig) -> np.ndarray:
 
 
 def initial_item_vector(item_id: ItemId, config: OnlineMFConfig) -> np.ndarray:
-    """A new item's vector (users and items hash in separate namespaces)."""
+    """A new item's vector (users and items hash in separate namespaces; see ``ItemConfig.initial_vector``)."""
     return init_vector(f"item:{item_id}", config.dim, config.init_std, config.seed)
 
 
@@ -185,7 +185,7 @@ def step_stacked(vectors: np.ndarray, weight: float, lr: float, config: OnlineMF
     """:func:`sgd_step` on ``[user, item, *negatives]`` stacked in one ``(m + 2, d)`` float32 array.
 
     Returns the updated stack (a new array; ``vectors`` may be modified). For callers
-    that gather and scatter item rows in one go, as :class:`OnlineMF` does.
+    that gather and scatter item rows in one go, as ``online_recommender.learn`` does.
     """
     weight = min(float(weight), MAX_WEIGHT) if weight > 0 and math.isfinite(weight) else 0.0
     lr = min(float(lr), MAX_LEARNING_RATE) if lr > 0 and math.isfinite(lr) else 0.0
@@ -194,12 +194,15 @@ def step_stacked(vectors: np.ndarray, weight: float, lr: float, config: OnlineMF
     #    products (n, n) as Python floats: row 0 holds the scores, the diagonal the norms.
     if config.item_bias:
         vectors[0, -1] = 1.0
-    with np.errstate(over="ignore", invalid="ignore"):  # non-finite or huge input: sanitised below
-        gram = np.dot(vectors, vectors.T).tolist()
+    # A component beyond max_norm (or NaN/inf, which fail the comparison) means an invalid
+    # vector: sanitise first, so the products below can neither overflow nor be NaN.
+    if not float(np.abs(vectors).max(initial=0.0)) <= max_norm + 1.0:
+        vectors = _sanitised(vectors, max_norm)  # rare
+    gram = np.dot(vectors, vectors.T).tolist()
     squared_norms = [gram[r][r] for r in range(len(gram))]
     longest_allowed = _SLACK * max_norm * max_norm + config.item_bias  # the pinned 1 may have been clipped
-    if not (math.isfinite(sum(squared_norms)) and max(squared_norms) <= longest_allowed):
-        vectors = _sanitised(vectors, max_norm)  # rare: non-finite or too long
+    if max(squared_norms) > longest_allowed:
+        vectors = _sanitised(vectors, max_norm)  # rare: too long
         gram = np.dot(vectors, vectors.T).tolist()
         squared_norms = [gram[r][r] for r in range(len(gram))]
     # 2. Derivative of the event's objective w.r.t. the item's and each negative's score, times lr.
@@ -240,8 +243,7 @@ def _sanitised(vectors: np.ndarray, max_norm: float) -> np.ndarray:
 def _clip_rows(vectors: np.ndarray, max_norm: float) -> None:
     """Scale rows longer than ``max_norm`` (finite rows only) down to it, in place."""
     lengths = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))  # (rows,)
-    with np.errstate(divide="ignore"):
-        vectors *= np.minimum(np.float32(1.0), np.float32(max_norm) / lengths)[:, None]
+    vectors *= np.minimum(np.float32(1.0), np.float32(max_norm) / np.maximum(lengths, np.float32(1e-30)))[:, None]
 
 
 def _mixing_matrix(user_steps: list[float], steps: list[float], shrink: float) -> np.ndarray:

@@ -103,7 +103,7 @@ class RecommenderConfig:
     @property
     def items(self) -> ItemConfig:
         """The item side of this configuration."""
-        return ItemConfig.of(self.mf, self.half_life_s, self.max_neighbours)
+        return ItemConfig(self.mf, self.half_life_s, self.max_neighbours)
 
     def new_catalog(self) -> ItemCatalog:
         """An empty replica sized for this configuration."""
@@ -173,23 +173,26 @@ def recommend(state: UserState, catalog: ItemCatalog, k: int, config: Recommende
         return []  # nothing to go by (e.g. only co-visits asked for, and the user has none)
     scores = np.zeros(n, dtype=np.float64)
     for weight, raw in signals:
-        scores += weight * _scaled(raw)
+        _add_scaled(scores, weight, raw)
     scores[scores <= 0.0] = -np.inf  # no signal says anything for these: never pad a list with them
     scores[catalog.rows(state.seen)] = -np.inf
     if exclude:
         scores[catalog.rows(exclude)] = -np.inf
-    return [(catalog.item_id(row), float(scores[row])) for row in top_rows(scores, k)]
+    rows = top_rows(scores, k)
+    return list(zip(catalog.item_ids(rows), scores[rows].tolist(), strict=True))
 
 
-def _scaled(scores: np.ndarray) -> np.ndarray:
-    """Scaled to at most 1: divided by the maximum when no score is negative (so 0 stays "no signal"),
-    else min-max scaled to [0, 1]; all 0 when every score is equal."""
+def _add_scaled(total: np.ndarray, weight: float, scores: np.ndarray) -> None:
+    """``total += weight * scaled(scores)``, in place, where scaled scores are at most 1: divided by
+    the maximum when none is negative (so 0 stays "no signal"), else min-max scaled to [0, 1];
+    nothing is added when every score is equal."""
     low, high = float(scores.min()), float(scores.max())
     if not high > low:
-        return np.zeros_like(scores, dtype=np.float64)
+        return
     if low >= 0.0:
-        return scores / high
-    return (scores - low) / (high - low)
+        total += scores * (weight / high)
+    else:
+        total += (scores - low) * (weight / (high - low))
 
 
 class InProcessRecommender:
@@ -202,6 +205,7 @@ class InProcessRecommender:
 
     model_version = MODEL_VERSION
     source = "fusion"
+    excludes_seen = True  # the user's state holds their seen items, as in the worker
 
     def __init__(self, config: RecommenderConfig | None = None, publish_every: int = 1) -> None:
         self.config = config or RecommenderConfig()
@@ -232,7 +236,9 @@ class InProcessRecommender:
         """Apply the pending deltas on their owners and publish the items to the replica."""
         pending, self._pending, self._since_publish = self._pending, {}, 0
         for item_id, delta in pending.items():
-            owned = self.owned.setdefault(item_id, OwnedItem())
+            owned = self.owned.get(item_id)
+            if owned is None:
+                owned = self.owned[item_id] = OwnedItem()
             owned.apply(item_id, delta, self._items)
             self.catalog.upsert(item_id, owned.published(self._items))
 

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamrec.models.baselines import MostPopular, OnlineModel
-from streamrec.models.items import ItemDelta, OwnedItem
+from streamrec.models.items import ItemConfig, ItemDelta, OwnedItem
 from streamrec.models.online_mf import OnlineMFConfig, initial_user_vector, sgd_step, user_learning_rate
 from streamrec.models.online_recommender import (
     FusionWeights,
@@ -157,8 +157,7 @@ def test_a_zero_weight_event_is_remembered_but_teaches_nothing() -> None:
 
 
 def test_deltas_merge_by_adding_and_the_owner_clips_the_vector_and_bounds_co_visits() -> None:
-    items = config_of(dim=2).items
-    items = dataclasses.replace(items, max_neighbours=2, half_life_s=3600.0)
+    items = ItemConfig(OnlineMFConfig(dim=2), half_life_s=3600.0, max_neighbours=2)
     merged = ItemDelta(4.0, 0, np.array([1.0, 0.0], np.float32), {"x": 1.0})
     merged.merge(ItemDelta(4.0, 3_600_000, np.array([0.0, 1.0], np.float32), {"x": 1.0, "y": 5.0}), 3600.0)
     assert (merged.weight, merged.ts_ms, merged.neighbours) == (6.0, 3_600_000, {"x": 2.0, "y": 5.0})
