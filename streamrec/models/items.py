@@ -212,29 +212,43 @@ class ItemCatalog(PopularityRanking):
         super().__init__(half_life_s, max_items)
         self.dim = dim
         self._vectors = np.zeros((len(self._scores), dim), dtype=np.float32)
-        self._neighbours: dict[ItemId, _Neighbours] = {}
+        self._neighbours: dict[ItemId, _Neighbours] = {}  # item -> items chosen just before it
+        self._followers: dict[ItemId, dict[int, float]] = {}  # item -> {row: weight} of items chosen after it
         self._generation = 0  # counts prunings (rows change)
 
     def upsert(self, item_id: ItemId, item: PublishedItem) -> None:
         """Store an item as its owner published it (neighbours not yet known join the catalogue)."""
-        self.set(item_id, item.popularity, item.ts_ms)
-        if item.vector.shape == (self.dim,):  # finite: owners clip, decoders reject non-finite
-            self._vectors[self._index[item_id]] = item.vector
-        ids = item.neighbour_ids
-        known = self._neighbours.get(item_id)
-        generation = self._generation
-        if known is None or len(ids) < len(known.ids) or ids[:len(known.ids)] != known.ids:
-            rows = self._rows_of(ids)
-        elif len(ids) > len(known.ids):  # the usual change: neighbours appended
-            rows = np.concatenate((known.rows, self._rows_of(ids[len(known.ids):])))
-        else:
-            rows = known.rows
-        if generation != self._generation:  # a new neighbour made room by forgetting items: rows moved
-            rows = self._rows_of(ids)
         weights = np.asarray(item.neighbour_weights, dtype=np.float64)
-        if weights.shape != rows.shape:
-            raise ValueError(f"item {item_id!r}: {len(ids)} neighbour ids but {weights.size} weights")
-        self._neighbours[item_id] = _Neighbours(ids, rows, weights)
+        if weights.shape != (len(item.neighbour_ids),):
+            raise ValueError(f"item {item_id!r}: {len(item.neighbour_ids)} neighbour ids but {weights.size} weights")
+        known = self._neighbours.get(item_id)
+        for _ in range(3):  # adding an item can forget others (max_items), which moves rows: redo
+            generation = self._generation
+            rows = self._neighbour_rows(item.neighbour_ids, known)
+            self.set(item_id, item.popularity, item.ts_ms)
+            known = self._neighbours.get(item_id)
+            if generation == self._generation:
+                break
+        row = self._index[item_id]
+        if item.vector.shape == (self.dim,):  # finite: owners clip, decoders reject non-finite
+            self._vectors[row] = item.vector
+        if known is not None and item.neighbour_ids[:len(known.ids)] != known.ids:
+            for dropped in set(known.ids).difference(item.neighbour_ids):  # pruned by the owner
+                self._followers.get(dropped, {}).pop(row, None)
+        for neighbour, weight in zip(item.neighbour_ids, weights.tolist(), strict=True):
+            followers = self._followers.get(neighbour)
+            if followers is None:
+                followers = self._followers[neighbour] = {}
+            followers[row] = weight
+        self._neighbours[item_id] = _Neighbours(item.neighbour_ids, rows, weights)
+
+    def _neighbour_rows(self, ids: list[ItemId], known: _Neighbours | None) -> np.ndarray:
+        """Rows of ``ids``, re-using ``known``'s when ``ids`` only appends to them (the usual change)."""
+        if known is None or len(ids) < len(known.ids) or ids[:len(known.ids)] != known.ids:
+            return self._rows_of(ids)
+        if len(ids) > len(known.ids):
+            return np.concatenate((known.rows, self._rows_of(ids[len(known.ids):])))
+        return known.rows
 
     def _rows_of(self, item_ids: list[ItemId]) -> np.ndarray:
         rows = []
@@ -279,13 +293,25 @@ class ItemCatalog(PopularityRanking):
         return ([], []) if known is None else (list(known.ids), known.weights.tolist())
 
     def covisit_scores(self, item_ids: list[ItemId]) -> np.ndarray | None:
-        """Per catalogue row, the summed co-visit weight with ``item_ids`` (``None`` if none have any)."""
-        lists = [known for known in map(self._neighbours.get, item_ids) if known is not None and known.ids]
-        if not lists:
+        """Per catalogue row, the summed co-visit weight with ``item_ids`` (``None`` if none have any).
+
+        Co-visits count both ways: an item's own list (items chosen before it) and the
+        items whose lists hold it (chosen after it), so owners need only one update per event.
+        """
+        rows: list[np.ndarray] = []
+        weights: list[np.ndarray] = []
+        for item_id in item_ids:
+            known = self._neighbours.get(item_id)
+            if known is not None and known.ids:
+                rows.append(known.rows)
+                weights.append(known.weights)
+            followers = self._followers.get(item_id)
+            if followers:
+                rows.append(np.fromiter(followers.keys(), dtype=np.intp, count=len(followers)))
+                weights.append(np.fromiter(followers.values(), dtype=np.float64, count=len(followers)))
+        if not rows:
             return None
-        rows = np.concatenate([known.rows for known in lists])
-        weights = np.concatenate([known.weights for known in lists])
-        return np.bincount(rows, weights=weights, minlength=len(self._ids))
+        return np.bincount(np.concatenate(rows), weights=np.concatenate(weights), minlength=len(self._ids))
 
     def _append(self, item_id: ItemId) -> int:
         row = super()._append(item_id)
@@ -311,6 +337,11 @@ class ItemCatalog(PopularityRanking):
                 neighbours[item_id] = _Neighbours([i for i, k in zip(known.ids, kept, strict=True) if k],
                                                   rows[kept], known.weights[kept])
         self._neighbours = neighbours
+        self._followers = {}
+        for item_id, known in neighbours.items():
+            row = self._index[item_id]
+            for neighbour, weight in zip(known.ids, known.weights.tolist(), strict=True):
+                self._followers.setdefault(neighbour, {})[row] = weight
 
 
 @dataclass(frozen=True, slots=True)
