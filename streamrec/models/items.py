@@ -213,7 +213,7 @@ class ItemCatalog(PopularityRanking):
         self.dim = dim
         self._vectors = np.zeros((len(self._scores), dim), dtype=np.float32)
         self._neighbours: dict[ItemId, _Neighbours] = {}  # item -> items chosen just before it
-        self._followers: dict[ItemId, dict[int, float]] = {}  # item -> {row: weight} of items chosen after it
+        self._followers: dict[ItemId, _Followers] = {}  # item -> items chosen after it
         self._generation = 0  # counts prunings (rows change)
 
     def upsert(self, item_id: ItemId, item: PublishedItem) -> None:
@@ -221,26 +221,39 @@ class ItemCatalog(PopularityRanking):
         weights = np.asarray(item.neighbour_weights, dtype=np.float64)
         if weights.shape != (len(item.neighbour_ids),):
             raise ValueError(f"item {item_id!r}: {len(item.neighbour_ids)} neighbour ids but {weights.size} weights")
+        ids = item.neighbour_ids
+        generation = self._generation
+        rows = self._neighbour_rows(ids, self._neighbours.get(item_id))
+        self.set(item_id, item.popularity, item.ts_ms)
+        if generation != self._generation:  # room was made by forgetting items: rows moved, some gone
+            kept = [i for i, neighbour in enumerate(ids) if neighbour in self._index]
+            ids = [ids[i] for i in kept]
+            rows = np.asarray([self._index[neighbour] for neighbour in ids], dtype=np.intp)
+            weights = weights[kept]
         known = self._neighbours.get(item_id)
-        for _ in range(3):  # adding an item can forget others (max_items), which moves rows: redo
-            generation = self._generation
-            rows = self._neighbour_rows(item.neighbour_ids, known)
-            self.set(item_id, item.popularity, item.ts_ms)
-            known = self._neighbours.get(item_id)
-            if generation == self._generation:
-                break
         row = self._index[item_id]
         if item.vector.shape == (self.dim,):  # finite: owners clip, decoders reject non-finite
             self._vectors[row] = item.vector
-        if known is not None and item.neighbour_ids[:len(known.ids)] != known.ids:
-            for dropped in set(known.ids).difference(item.neighbour_ids):  # pruned by the owner
-                self._followers.get(dropped, {}).pop(row, None)
-        for neighbour, weight in zip(item.neighbour_ids, weights.tolist(), strict=True):
-            followers = self._followers.get(neighbour)
+        self._index_followers(row, ids, weights, known)
+        self._neighbours[item_id] = _Neighbours(ids, rows, weights)
+
+    def _index_followers(self, row: int, ids: list[ItemId], weights: np.ndarray, known: _Neighbours | None) -> None:
+        """Record ``row`` as a follower of each of ``ids``; only changed weights are written."""
+        start = 0
+        if known is not None and known.rows.size and ids[:len(known.ids)] == known.ids:
+            changed = np.flatnonzero(weights[:len(known.ids)] != known.weights).tolist()  # usually a few
+            start = len(known.ids)
+        else:
+            changed = []
+            if known is not None:
+                for dropped in set(known.ids).difference(ids):  # pruned by the owner
+                    self._followers[dropped].remove(row)
+        weight_list = weights.tolist()
+        for slot in (*changed, *range(start, len(ids))):
+            followers = self._followers.get(ids[slot])
             if followers is None:
-                followers = self._followers[neighbour] = {}
-            followers[row] = weight
-        self._neighbours[item_id] = _Neighbours(item.neighbour_ids, rows, weights)
+                followers = self._followers[ids[slot]] = _Followers()
+            followers.set(row, weight_list[slot])
 
     def _neighbour_rows(self, ids: list[ItemId], known: _Neighbours | None) -> np.ndarray:
         """Rows of ``ids``, re-using ``known``'s when ``ids`` only appends to them (the usual change)."""
@@ -306,9 +319,9 @@ class ItemCatalog(PopularityRanking):
                 rows.append(known.rows)
                 weights.append(known.weights)
             followers = self._followers.get(item_id)
-            if followers:
-                rows.append(np.fromiter(followers.keys(), dtype=np.intp, count=len(followers)))
-                weights.append(np.fromiter(followers.values(), dtype=np.float64, count=len(followers)))
+            if followers is not None and followers.size:
+                rows.append(followers.rows[:followers.size])
+                weights.append(followers.weights[:followers.size])
         if not rows:
             return None
         return np.bincount(np.concatenate(rows), weights=np.concatenate(weights), minlength=len(self._ids))
@@ -339,9 +352,7 @@ class ItemCatalog(PopularityRanking):
         self._neighbours = neighbours
         self._followers = {}
         for item_id, known in neighbours.items():
-            row = self._index[item_id]
-            for neighbour, weight in zip(known.ids, known.weights.tolist(), strict=True):
-                self._followers.setdefault(neighbour, {})[row] = weight
+            self._index_followers(self._index[item_id], known.ids, known.weights, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,3 +362,37 @@ class _Neighbours:
     ids: list[ItemId]
     rows: np.ndarray
     weights: np.ndarray
+
+
+class _Followers:
+    """The items whose co-visit lists hold one item: their rows and weights in growable arrays."""
+
+    __slots__ = ("rows", "size", "slots", "weights")
+
+    def __init__(self) -> None:
+        self.slots: dict[int, int] = {}  # follower row -> slot in rows/weights
+        self.rows = np.zeros(8, dtype=np.intp)
+        self.weights = np.zeros(8, dtype=np.float64)
+        self.size = 0
+
+    def set(self, row: int, weight: float) -> None:
+        slot = self.slots.get(row)
+        if slot is None:
+            if self.size == self.rows.size:
+                self.rows = np.resize(self.rows, 2 * self.size)
+                self.weights = np.resize(self.weights, 2 * self.size)
+            slot = self.slots[row] = self.size
+            self.rows[slot] = row
+            self.size += 1
+        self.weights[slot] = weight
+
+    def remove(self, row: int) -> None:
+        slot = self.slots.pop(row, None)
+        if slot is None:
+            return
+        last = self.size - 1
+        if slot != last:  # move the last entry into the hole
+            moved = int(self.rows[last])
+            self.rows[slot], self.weights[slot] = moved, self.weights[last]
+            self.slots[moved] = slot
+        self.size = last

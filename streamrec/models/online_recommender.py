@@ -187,10 +187,10 @@ def _add_scaled(total: np.ndarray, weight: float, scores: np.ndarray) -> None:
     low, high = float(scores.min()), float(scores.max())
     if not high > low:
         return
-    if low >= 0.0:
-        total += scores * (weight / high)
-    else:
-        total += (scores - low) * (weight / (high - low))
+    # Divide first: weight / high overflows when high is subnormal.
+    scaled = scores / high if low >= 0.0 else (scores - low) / (high - low)
+    scaled *= weight
+    total += scaled
 
 
 class InProcessRecommender:

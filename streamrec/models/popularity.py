@@ -121,13 +121,13 @@ class PopularityRanking:
         keep_n = max(1, int(self.max_items * 0.9)) if self.max_items > 1 else 0
         keep = np.sort(np.argsort(-self.decayed(), kind="stable")[:keep_n])  # catalogue order kept
         self._keep_rows(keep)
-        self._index = {item_id: row for row, item_id in enumerate(self._ids)}
 
     def _keep_rows(self, keep: np.ndarray) -> None:
         """Compact the per-row arrays to the rows ``keep`` (ascending); subclasses extend it."""
         self._ids = [self._ids[r] for r in keep]
         self._scores[:keep.size] = self._scores[keep]
         self._ts_ms[:keep.size] = self._ts_ms[keep]
+        self._index = {item_id: row for row, item_id in enumerate(self._ids)}
 
     def _append(self, item_id: ItemId) -> int:
         row = len(self._ids)

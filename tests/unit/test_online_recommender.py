@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamrec.models.baselines import MostPopular, OnlineModel
-from streamrec.models.items import ItemConfig, ItemDelta, OwnedItem
+from streamrec.models.items import ItemCatalog, ItemConfig, ItemDelta, OwnedItem, PublishedItem
 from streamrec.models.online_mf import OnlineMFConfig, initial_user_vector, sgd_step, user_learning_rate
 from streamrec.models.online_recommender import (
     FusionWeights,
@@ -251,3 +251,33 @@ def test_benchmark_reports_microseconds_per_event() -> None:
     assert result["name"] == "online_recommender" and result["dim"] == 32
     assert 0 < result["learn_us_per_event"] < result["learn_one_us_per_event"] < 100_000
     assert result["events_per_s_learn_one_and_recommend"] > 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 11), st.lists(st.integers(0, 11), max_size=6, unique=True),
+                          st.floats(0.5, 5.0)), min_size=1, max_size=40),
+       st.integers(4, 30))
+def test_the_replica_indexes_co_visits_both_ways_through_updates_prunings_and_forgetting(
+        updates: list[tuple[int, list[int], float]], max_items: int) -> None:
+    catalog = ItemCatalog(half_life_s=3600.0, dim=2, max_items=max_items)
+    published: dict[str, list[str]] = {}
+    for n, (item, neighbours, weight) in enumerate(updates):
+        item_id = f"i{item}"
+        ids = [f"i{other}" for other in neighbours if other != item]
+        if len(ids) > 1 and n % 3 == 0:
+            ids = ids[: len(ids) // 2]  # an owner pruned the list
+        published[item_id] = ids
+        catalog.upsert(item_id, PublishedItem(weight, n, np.zeros(2, np.float32), ids,
+                                              np.full(len(ids), weight)))
+    everyone = [catalog.item_id(row) for row in range(len(catalog))]
+    for probe in everyone:
+        expected = np.zeros(len(catalog))
+        for item_id in everyone:
+            own_ids, own_weights = catalog.neighbours(item_id)
+            for other, weight in zip(own_ids, own_weights, strict=True):
+                if item_id == probe:
+                    expected[catalog.row(other)] += weight  # chosen before the probe
+                if other == probe:
+                    expected[catalog.row(item_id)] += weight  # chosen after the probe
+        got = catalog.covisit_scores([probe])
+        np.testing.assert_allclose(np.zeros(len(catalog)) if got is None else got, expected)
