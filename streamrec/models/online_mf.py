@@ -214,11 +214,18 @@ def step_stacked(vectors: np.ndarray, weight: float, lr: float, config: OnlineMF
     updated = np.dot(_mixing_matrix(user_steps, steps, shrink), vectors)  # (n, d) float32
     if config.item_bias:
         updated[0, -1] = 1.0
-    # 4. Clip norms unless the triangle inequality proves them short: no input grows a vector unboundedly.
-    largest_step = sum(map(abs, user_steps if config.user_lr_multiplier > 1.0 else steps))
-    bound = (shrink + largest_step) * math.sqrt(max(squared_norms)) + config.item_bias
-    if bound > max_norm:
-        _clip_rows(updated, max_norm)
+    # 4. Clip norms where the triangle inequality cannot prove a row short (usually the user's
+    #    alone): no input grows a vector unboundedly. The pinned 1 may add up to 1 to the user's.
+    norms = [math.sqrt(q) for q in squared_norms]
+    bounds = [shrink * norms[0] + sum(abs(step) * norm for step, norm in zip(user_steps, norms[1:], strict=True))
+              + config.item_bias]
+    bounds += [shrink * norm + abs(step) * norms[0] for step, norm in zip(steps, norms[1:], strict=True)]
+    limit = max_norm * max_norm
+    for row, bound in enumerate(bounds):
+        if bound > max_norm:
+            length_squared = float(np.dot(updated[row], updated[row]))
+            if length_squared > limit:
+                updated[row] *= np.float32(max_norm / math.sqrt(length_squared))
     return updated
 
 

@@ -158,20 +158,20 @@ def recommend(state: UserState, catalog: ItemCatalog, k: int, config: Recommende
     if fusion.trending + share < MIN_SHARE:
         share = 0.0  # too small to change a list; saves ranking the catalogue by popularity
     personal = 1.0 - share
-    signals = []  # (weight, raw scores over the catalogue)
+    signals = []  # (weight, raw scores over the catalogue, whether none can be negative)
     if fusion.mf > 0 and personal > 0 and state.vector is not None and state.vector.shape == (catalog.dim,):
-        signals.append((fusion.mf * personal, catalog.matrix() @ state.vector))
+        signals.append((fusion.mf * personal, catalog.matrix() @ state.vector, False))
     if fusion.covisit > 0 and personal > 0:
         covisits = catalog.covisit_scores(state.recent(config.covisit_history))
         if covisits is not None:
-            signals.append((fusion.covisit * personal, covisits))
+            signals.append((fusion.covisit * personal, covisits, True))
     if fusion.trending + share > 0:
-        signals.append((fusion.trending + share, catalog.decayed()))
+        signals.append((fusion.trending + share, catalog.decayed(), True))
     if not signals:
         return []  # nothing to go by (e.g. only co-visits asked for, and the user has none)
     scores = np.zeros(n, dtype=np.float64)
-    for weight, raw in signals:
-        _add_scaled(scores, weight, raw)
+    for weight, raw, nonnegative in signals:
+        _add_scaled(scores, weight, raw, nonnegative)
     scores[scores <= 0.0] = -np.inf  # no signal says anything for these: never pad a list with them
     scores[catalog.rows(state.seen)] = -np.inf
     if exclude:
@@ -180,11 +180,12 @@ def recommend(state: UserState, catalog: ItemCatalog, k: int, config: Recommende
     return list(zip(catalog.item_ids(rows), scores[rows].tolist(), strict=True))
 
 
-def _add_scaled(total: np.ndarray, weight: float, scores: np.ndarray) -> None:
+def _add_scaled(total: np.ndarray, weight: float, scores: np.ndarray, nonnegative: bool) -> None:
     """``total += weight * scaled(scores)``, in place, where scaled scores are at most 1: divided by
     the maximum when none is negative (so 0 stays "no signal"), else min-max scaled to [0, 1];
     nothing is added when every score is equal."""
-    low, high = float(scores.min()), float(scores.max())
+    high = float(scores.max())
+    low = 0.0 if nonnegative else float(scores.min())
     if not high > low:
         return
     # Divide first: weight / high overflows when high is subnormal.

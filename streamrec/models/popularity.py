@@ -65,6 +65,7 @@ class PopularityRanking:
         self._scores = np.zeros(1024, dtype=np.float64)
         self._ts_ms = np.zeros(1024, dtype=np.int64)
         self.latest_ts_ms = 0
+        self._decayed: tuple[int, np.ndarray] | None = None  # (now_ms, scores) until the next change
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -76,6 +77,7 @@ class PopularityRanking:
             if len(self._ids) >= self.max_items:
                 self._forget_least_popular()
             row = self._append(item_id)
+        self._decayed = None
         self._scores[row] = score if math.isfinite(score) and score > 0 else 0.0
         self._ts_ms[row] = ts_ms
         self.latest_ts_ms = max(self.latest_ts_ms, ts_ms)
@@ -100,7 +102,7 @@ class PopularityRanking:
         n = len(self._ids)
         if n == 0 or k <= 0:
             return []
-        decayed = self.decayed(now_ms)  # (n,)
+        decayed = self.decayed(now_ms).copy()  # (n,)
         excluded = [r for r in (self._index.get(i) for i in exclude) if r is not None]
         if excluded:
             decayed[excluded] = -np.inf
@@ -111,11 +113,19 @@ class PopularityRanking:
         return [(self._ids[r], float(decayed[r])) for r in rows if np.isfinite(decayed[r])]
 
     def decayed(self, now_ms: int | None = None) -> np.ndarray:
-        """Every item's score decayed to ``now_ms`` (default: latest event time), shape ``(n,)`` by row."""
-        n = len(self._ids)
+        """Every item's score decayed to ``now_ms`` (default: latest event time), shape ``(n,)`` by row.
+
+        Read-only: the array is cached until the next :meth:`set` (queries outnumber updates).
+        """
         now = self.latest_ts_ms if now_ms is None else now_ms
+        if self._decayed is not None and self._decayed[0] == now:
+            return self._decayed[1]
+        n = len(self._ids)
         elapsed_s = np.maximum(now - self._ts_ms[:n], 0) / 1000.0
-        return self._scores[:n] * np.exp2(-elapsed_s / self.half_life_s)
+        decayed = self._scores[:n] * np.exp2(-elapsed_s / self.half_life_s)
+        decayed.flags.writeable = False
+        self._decayed = (now, decayed)
+        return decayed
 
     def _forget_least_popular(self) -> None:
         keep_n = max(1, int(self.max_items * 0.9)) if self.max_items > 1 else 0
