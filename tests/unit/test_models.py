@@ -10,9 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamrec.models.user_state import UserState
 from streamrec.models.popularity import PopularityRanking, add_event, decay
-from streamrec.models.recommender import Recommender, TrendingRecommender
+from streamrec.models.user_state import UserState
 from streamrec.models.weights import event_weight
 
 HOUR_S = 3600.0
@@ -273,36 +272,6 @@ def test_event_weight(event_type: str, value: float | None, expected: float) -> 
 def test_event_weight_uses_the_configured_value_weighted_types() -> None:
     assert event_weight("purchase", 3.0, WEIGHTS, value_weighted_types=["purchase"]) == 24.0
     assert event_weight("rating", 4.0, WEIGHTS, value_weighted_types=()) == 0.5
-
-
-# -- TrendingRecommender ------------------------------------------------------------
-
-
-def test_trending_recommender_is_a_recommender() -> None:
-    recommender: Recommender = TrendingRecommender(PopularityRanking(HOUR_S))
-
-    assert (recommender.model_version, recommender.source) == ("trending-v1", "trending")
-
-
-def test_trending_recommends_most_popular_unseen_items() -> None:
-    ranking = ranking_of({"a": 5.0, "b": 4.0, "c": 3.0, "d": 2.0, "e": 1.0})
-    history = UserState(seen=["a", "c"])
-
-    assert TrendingRecommender(ranking).recommend(history, 2) == [("b", 4.0), ("d", 2.0)]
-
-
-def test_trending_excludes_seen_and_requested_exclusions() -> None:
-    ranking = ranking_of({"a": 5.0, "b": 4.0, "c": 3.0, "d": 2.0, "e": 1.0})
-
-    got = TrendingRecommender(ranking).recommend(UserState(seen=["a"]), 10, exclude=("b", "e"))
-
-    assert got == [("c", 3.0), ("d", 2.0)]
-
-
-def test_trending_for_a_user_who_has_seen_everything_is_empty() -> None:
-    ranking = ranking_of({"a": 1.0})
-
-    assert TrendingRecommender(ranking).recommend(UserState(seen=["a"]), 3) == []
 
 
 def test_ranking_forgets_the_least_popular_items_beyond_its_bound() -> None:
