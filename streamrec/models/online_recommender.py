@@ -172,26 +172,26 @@ def recommend(state: UserState, catalog: ItemCatalog, k: int, config: Recommende
     scores = np.zeros(n, dtype=np.float64)
     for weight, raw, nonnegative in signals:
         _add_scaled(scores, weight, raw, nonnegative)
-    scores[scores <= 0.0] = -np.inf  # no signal says anything for these: never pad a list with them
     scores[catalog.rows(state.seen)] = -np.inf
     if exclude:
         scores[catalog.rows(exclude)] = -np.inf
     rows = top_rows(scores, k)
+    rows = rows[scores[rows] > 0.0]  # no signal says anything for the rest: never pad a list with them
     return list(zip(catalog.item_ids(rows), scores[rows].tolist(), strict=True))
 
 
 def _add_scaled(total: np.ndarray, weight: float, scores: np.ndarray, nonnegative: bool) -> None:
     """``total += weight * scaled(scores)``, in place, where scaled scores are at most 1: divided by
-    the maximum when none is negative (so 0 stays "no signal"), else min-max scaled to [0, 1];
-    nothing is added when every score is equal."""
+    the maximum when none is negative (so 0 stays "no signal"), else min-max scaled to [0, 1].
+    Nothing is added when the scores (nearly) all agree: they say nothing."""
     high = float(scores.max())
     low = 0.0 if nonnegative else float(scores.min())
-    if not high > low:
+    if low > 0.0:
+        low = 0.0
+    span = high - low
+    if not span > 1e-300:  # also keeps weight / span finite
         return
-    # Divide first: weight / high overflows when high is subnormal.
-    scaled = scores / high if low >= 0.0 else (scores - low) / (high - low)
-    scaled *= weight
-    total += scaled
+    total += (scores - low if low else scores) * (weight / span)
 
 
 class InProcessRecommender:
