@@ -119,4 +119,4 @@ def _register_processors(app: StreamrecApp, pipeline: Pipeline) -> None:
     @app.task
     async def replicate_item_state() -> None:
         await replicate_topic(pipeline.settings.kafka, pipeline.names.item_state,
-                              pipeline.apply_item_state)
+                              pipeline.apply_item_state, pipeline.catalogue_ready)

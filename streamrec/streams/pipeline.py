@@ -15,6 +15,7 @@ events (by user) ──► validate, dedup, learn (users table) ──► recomm
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -69,6 +70,9 @@ class Pipeline:
         self.config = settings.model.recommender(settings.events.dedup_window)
         self.catalog = self.config.new_catalog()  # this worker's replica of every item
         self.rng = random.Random(self.config.mf.seed)  # negative sampling
+        # Set once the replica has read the item-state present at start: until then a
+        # (re)started worker would learn and answer from an empty catalogue.
+        self.catalogue_ready = asyncio.Event()
         n = settings.topics.partitions
         self.events = app.topic(self.names.events, partitions=n, **_RAW)
         self.requests = app.topic(self.names.requests, partitions=n, **_RAW)
@@ -103,6 +107,7 @@ class Pipeline:
 
     async def on_event(self, event: EventT) -> None:
         """Validate, dedup and apply one event, then push the user's new top-K."""
+        await self.catalogue_ready.wait()
         started = time.perf_counter()
         message = event.message
         try:
@@ -142,6 +147,7 @@ class Pipeline:
 
     async def on_request(self, event: EventT) -> None:
         """Answer one request with exactly one recommendation carrying its request_id."""
+        await self.catalogue_ready.wait()
         started = time.perf_counter()
         try:
             request = decode_request(event.value, self.settings.events, self.settings.model.max_k)

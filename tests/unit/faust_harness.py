@@ -31,6 +31,7 @@ def app(tmp_path: Path) -> StreamrecApp:
                              topics={"prefix": PREFIX, "partitions": 2},
                              model={"k": 3}, events={"dedup_window": 10})
     app = create_app(settings, store="memory://")
+    app.pipeline.catalogue_ready.set()  # no broker, so no replica task: the catalogue is what tests put in
     return app
 
 
