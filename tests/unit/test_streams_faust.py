@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import pytest
@@ -18,6 +19,7 @@ from tests.unit.faust_harness import (
     counted,
     event,
     run_events,
+    until,
 )
 
 
@@ -181,3 +183,19 @@ def test_event_keyed_by_another_key_is_republished_keyed_by_user(app: StreamrecA
     assert outputs["recommendations"].messages == []
     assert outputs["item_updates"].messages == []
     assert app.pipeline.users.get(b"u7") is None
+
+
+def test_events_wait_until_the_item_catalogue_has_caught_up(app: StreamrecApp, outputs) -> None:
+    app.pipeline.catalogue_ready.clear()  # as in a worker whose replica is still reading item-state
+
+    async def scenario(feed: Feed) -> None:
+        put = asyncio.create_task(feed.agent.put(event(event_id="e1"), key=b"u1"))
+        await asyncio.sleep(0.2)
+        assert outputs["recommendations"].messages == []  # held back, not answered from nothing
+        feed.pipeline.catalogue_ready.set()
+        await until(lambda: bool(outputs["recommendations"].messages))
+        await put
+
+    run_events(app, scenario)
+
+    assert outputs["recommendations"].keys == [b"u1"]
