@@ -22,7 +22,8 @@ same three steps in one process.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from operator import itemgetter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -282,10 +283,15 @@ class ItemCatalog(PopularityRanking):
         """The item's row in :meth:`matrix` (rows change when the catalogue is pruned)."""
         return self._index.get(item_id)
 
-    def rows(self, item_ids: Iterable[ItemId]) -> list[int]:
-        """Rows of the known items among ``item_ids``."""
+    def rows(self, item_ids: Collection[ItemId]) -> np.ndarray:
+        """Rows of the known items among ``item_ids``, as an index array."""
         index = self._index
-        return [row for row in map(index.get, item_ids) if row is not None]
+        if len(item_ids) > 1:
+            try:
+                return np.array(itemgetter(*item_ids)(index), dtype=np.intp)  # one C call: the usual case
+            except KeyError:  # some unknown (or forgotten) item
+                pass
+        return np.array([row for row in map(index.get, item_ids) if row is not None], dtype=np.intp)
 
     def item_id(self, row: int) -> ItemId:
         """The id of the item in ``row``."""
@@ -305,8 +311,8 @@ class ItemCatalog(PopularityRanking):
         known = self._neighbours.get(item_id)
         return ([], []) if known is None else (list(known.ids), known.weights.tolist())
 
-    def covisit_scores(self, item_ids: list[ItemId]) -> np.ndarray | None:
-        """Per catalogue row, the summed co-visit weight with ``item_ids`` (``None`` if none have any).
+    def covisits(self, item_ids: list[ItemId]) -> tuple[np.ndarray, np.ndarray]:
+        """Co-visits with ``item_ids`` as ``(rows, weights)`` pairs; a row's co-visit score is the sum of its weights.
 
         Co-visits count both ways: an item's own list (items chosen before it) and the
         items whose lists hold it (chosen after it), so owners need only one update per event.
@@ -323,8 +329,8 @@ class ItemCatalog(PopularityRanking):
                 rows.append(followers.rows[:followers.size])
                 weights.append(followers.weights[:followers.size])
         if not rows:
-            return None
-        return np.bincount(np.concatenate(rows), weights=np.concatenate(weights), minlength=len(self._ids))
+            return np.zeros(0, dtype=np.intp), np.zeros(0)
+        return np.concatenate(rows), np.concatenate(weights)
 
     def _append(self, item_id: ItemId) -> int:
         row = super()._append(item_id)

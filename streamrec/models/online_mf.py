@@ -22,6 +22,8 @@ from typing import Literal
 
 import numpy as np
 
+from streamrec.models.kernels import sgd_step_kernel, top_k_kernel
+
 ItemId = str
 UserId = str
 
@@ -29,7 +31,6 @@ MAX_WEIGHT = 100.0
 """Event weights are clipped to ``[0, MAX_WEIGHT]`` before a step (non-finite weights count 0)."""
 MAX_LEARNING_RATE = 10.0
 """Learning rates are clipped to ``[0, MAX_LEARNING_RATE]`` before a step (non-finite ones count 0)."""
-_SLACK = 1.0 + 1e-4  # float32 rounding: a vector clipped to max_norm may measure a hair longer
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,47 +187,12 @@ def step_stacked(vectors: np.ndarray, weight: float, lr: float, config: OnlineMF
 
     Returns the updated stack (a new array; ``vectors`` may be modified). For callers
     that gather and scatter item rows in one go, as ``online_recommender.learn`` does.
+    The arithmetic is compiled (:func:`streamrec.models.kernels.sgd_step_kernel`).
     """
     weight = min(float(weight), MAX_WEIGHT) if weight > 0 and math.isfinite(weight) else 0.0
     lr = min(float(lr), MAX_LEARNING_RATE) if lr > 0 and math.isfinite(lr) else 0.0
-    max_norm = config.max_norm
-    # 1. [user, item, *negatives] as one (n, d) float32 block, n = m + 2, and their dot
-    #    products (n, n) as Python floats: row 0 holds the scores, the diagonal the norms.
-    if config.item_bias:
-        vectors[0, -1] = 1.0
-    # A component beyond max_norm (or NaN/inf, which fail the comparison) means an invalid
-    # vector: sanitise first, so the products below can neither overflow nor be NaN.
-    if not float(np.abs(vectors).max(initial=0.0)) <= max_norm + 1.0:
-        vectors = _sanitised(vectors, max_norm)  # rare
-    gram = np.dot(vectors, vectors.T).tolist()
-    squared_norms = [gram[r][r] for r in range(len(gram))]
-    longest_allowed = _SLACK * max_norm * max_norm + config.item_bias  # the pinned 1 may have been clipped
-    if max(squared_norms) > longest_allowed:
-        vectors = _sanitised(vectors, max_norm)  # rare: too long
-        gram = np.dot(vectors, vectors.T).tolist()
-        squared_norms = [gram[r][r] for r in range(len(gram))]
-    # 2. Derivative of the event's objective w.r.t. the item's and each negative's score, times lr.
-    steps = [lr * c for c in _score_gradients(gram[0][1], gram[0][2:], weight, config.loss)]  # (n - 1,)
-    user_steps = [config.user_lr_multiplier * step for step in steps]
-    # 3. Shrink every vector by the L2 penalty and move it along its gradient, all in one product:
-    #    user += sum_r user_steps[r] * vector[r];  vector[r] += steps[r] * user.
-    shrink = 1.0 - min(1.0, lr * config.regularization)
-    updated = np.dot(_mixing_matrix(user_steps, steps, shrink), vectors)  # (n, d) float32
-    if config.item_bias:
-        updated[0, -1] = 1.0
-    # 4. Clip norms where the triangle inequality cannot prove a row short (usually the user's
-    #    alone): no input grows a vector unboundedly. The pinned 1 may add up to 1 to the user's.
-    norms = [math.sqrt(q) for q in squared_norms]
-    bounds = [shrink * norms[0] + sum(abs(step) * norm for step, norm in zip(user_steps, norms[1:], strict=True))
-              + config.item_bias]
-    bounds += [shrink * norm + abs(step) * norms[0] for step, norm in zip(steps, norms[1:], strict=True)]
-    limit = max_norm * max_norm
-    for row, bound in enumerate(bounds):
-        if bound > max_norm:
-            length_squared = float(np.dot(updated[row], updated[row]))
-            if length_squared > limit:
-                updated[row] *= np.float32(max_norm / math.sqrt(length_squared))
-    return updated
+    return sgd_step_kernel(vectors, weight, lr, float(config.user_lr_multiplier), float(config.regularization),
+                           float(config.max_norm), config.item_bias, config.loss == "isgd")
 
 
 def _stack(user: np.ndarray, item: np.ndarray, negatives: np.ndarray) -> np.ndarray:
@@ -239,71 +205,18 @@ def _stack(user: np.ndarray, item: np.ndarray, negatives: np.ndarray) -> np.ndar
     return vectors
 
 
-def _sanitised(vectors: np.ndarray, max_norm: float) -> np.ndarray:
-    """Non-finite components set to 0, then every row clipped to norm ``max_norm``."""
-    vectors = np.where(np.isfinite(vectors), vectors, np.float32(0.0))
-    np.clip(vectors, -max_norm, max_norm, out=vectors)  # now the squares cannot overflow
-    _clip_rows(vectors, max_norm)
-    return vectors
+def top_rows(scores: np.ndarray, k: int, masked: np.ndarray | None = None) -> np.ndarray:
+    """Rows of the ``k`` largest scores above ``-inf``, best first, ties by lowest row.
 
-
-def _clip_rows(vectors: np.ndarray, max_norm: float) -> None:
-    """Scale rows longer than ``max_norm`` (finite rows only) down to it, in place."""
-    lengths = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))  # (rows,)
-    vectors *= np.minimum(np.float32(1.0), np.float32(max_norm) / np.maximum(lengths, np.float32(1e-30)))[:, None]
-
-
-def _mixing_matrix(user_steps: list[float], steps: list[float], shrink: float) -> np.ndarray:
-    """(n, n) matrix M with ``M @ [user, item, *negatives]`` = the updated vectors.
-
-    >>> _mixing_matrix([1.0, 2.0], [0.1, 0.2], 0.9).astype(float).round(3).tolist()
-    [[0.9, 1.0, 2.0], [0.1, 0.9, 0.0], [0.2, 0.0, 0.9]]
-    """
-    n = len(steps) + 1
-    flat = [0.0] * (n * n)
-    flat[::n + 1] = [shrink] * n  # every vector shrinks by the L2 penalty
-    flat[1:n] = user_steps  # row 0, the user: plus every other vector times its step
-    flat[n::n] = steps  # column 0: every other vector plus the user times its step
-    return np.array(flat, dtype=np.float32).reshape(n, n)
-
-
-def _score_gradients(item_score: float, negative_scores: list[float], weight: float, loss: str) -> list[float]:
-    """Derivative of the event's objective (scaled by ``weight``) w.r.t. the item's and each negative's score.
-
-    BPR maximises the mean over negatives of ``log sigmoid(item_score - negative_score)``;
-    ISGD minimises ``(1 - item_score)**2`` plus the mean of ``negative_score**2``.
-    """
-    m = len(negative_scores)
-    if loss == "isgd":
-        return [weight * (1.0 - item_score), *[-score / m for score in negative_scores]]
-    if m == 0:
-        return [0.0]
-    coefs = [-weight / m * _sigmoid(score - item_score) for score in negative_scores]
-    return [-sum(coefs), *coefs]
-
-
-def _sigmoid(x: float) -> float:
-    """Logistic function without overflow for any finite ``x``."""
-    if x >= 0.0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
-
-
-def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
-    """Rows of the ``k`` largest finite-or-positive scores, best first, ties by lowest row.
-
-    Equals ``np.argsort(-scores, kind="stable")[:k]`` without the ``-inf`` rows,
-    in O(n) plus O(k log k).
+    Equals ``np.argsort(-scores, kind="stable")[:k]`` without the ``-inf`` rows, in one
+    pass (O(n) when few rows enter the top ``k`` late). The ``masked`` rows (e.g. seen items) are set to ``-inf`` in ``scores`` first.
 
     >>> top_rows(np.array([0.5, 2.0, -np.inf, 2.0, 1.0]), 3).tolist()
     [1, 3, 4]
     """
-    n = scores.shape[0]
-    take = min(k, n)
-    if take <= 0:
+    if k <= 0 or scores.shape[0] == 0:
         return np.zeros(0, dtype=np.intp)
-    threshold = np.partition(scores, n - take)[n - take]  # k-th largest score
-    rows = np.flatnonzero(scores >= threshold)  # every row tied at the threshold
-    rows = rows[np.lexsort((rows, -scores[rows]))][:take]
-    return rows[scores[rows] > -np.inf]
+    return top_k_kernel(scores, _NO_ROWS if masked is None else masked, k)
+
+
+_NO_ROWS = np.zeros(0, dtype=np.intp)

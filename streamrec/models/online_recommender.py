@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 
 from streamrec.models.items import ItemCatalog, ItemConfig, ItemDelta, OwnedItem
+from streamrec.models.kernels import fuse_top_k
 from streamrec.models.online_mf import (
     MAX_WEIGHT,
     OnlineMFConfig,
     initial_user_vector,
     step_stacked,
-    top_rows,
     user_learning_rate,
 )
 from streamrec.models.user_state import UserState
@@ -149,49 +149,34 @@ def _sample_negatives(catalog: ItemCatalog, positive_row: int | None, m: int, rn
 
 def recommend(state: UserState, catalog: ItemCatalog, k: int, config: RecommenderConfig,
               exclude: Collection[ItemId] = ()) -> list[tuple[ItemId, float]]:
-    """The user's top ``k`` ``(item_id, score)``, best first, never a seen or excluded item."""
+    """The user's top ``k`` ``(item_id, score)``, best first, never a seen or excluded item.
+
+    The signals are fused over the whole catalogue by :func:`~streamrec.models.kernels.fuse_top_k`
+    (each scaled to at most 1, then weighted); items no signal scores above 0 are left out.
+    """
     n = len(catalog)
     if n == 0 or k <= 0:
         return []
     fusion = config.fusion
     share = fusion.cold_start / (fusion.cold_start + state.n_events) if fusion.cold_start > 0 else 0.0
     if fusion.trending + share < MIN_SHARE:
-        share = 0.0  # too small to change a list; saves ranking the catalogue by popularity
+        share = 0.0  # too small to change a list; saves a pass over the catalogue
     personal = 1.0 - share
-    signals = []  # (weight, raw scores over the catalogue, whether none can be negative)
+    mf, mf_weight = _NO_SCORES, 0.0
     if fusion.mf > 0 and personal > 0 and state.vector is not None and state.vector.shape == (catalog.dim,):
-        signals.append((fusion.mf * personal, catalog.matrix() @ state.vector, False))
-    if fusion.covisit > 0 and personal > 0:
-        covisits = catalog.covisit_scores(state.recent(config.covisit_history))
-        if covisits is not None:
-            signals.append((fusion.covisit * personal, covisits, True))
-    if fusion.trending + share > 0:
-        signals.append((fusion.trending + share, catalog.decayed(), True))
-    if not signals:
-        return []  # nothing to go by (e.g. only co-visits asked for, and the user has none)
-    scores = np.zeros(n, dtype=np.float64)
-    for weight, raw, nonnegative in signals:
-        _add_scaled(scores, weight, raw, nonnegative)
-    scores[catalog.rows(state.seen)] = -np.inf
+        mf, mf_weight = catalog.matrix() @ state.vector, fusion.mf * personal
+    covisit_rows, covisit_weights = catalog.covisits(state.recent(config.covisit_history)) \
+        if fusion.covisit > 0 and personal > 0 else (_NO_ROWS, _NO_SCORES)
+    masked = catalog.rows(state.seen)
     if exclude:
-        scores[catalog.rows(exclude)] = -np.inf
-    rows = top_rows(scores, k)
-    rows = rows[scores[rows] > 0.0]  # no signal says anything for the rest: never pad a list with them
-    return list(zip(catalog.item_ids(rows), scores[rows].tolist(), strict=True))
+        masked = np.concatenate((masked, catalog.rows(exclude)))
+    rows, scores = fuse_top_k(mf, mf_weight, covisit_rows, covisit_weights, fusion.covisit * personal,
+                              catalog.decayed(), fusion.trending + share, masked, k)
+    return list(zip(catalog.item_ids(rows.tolist()), scores.tolist(), strict=True))
 
 
-def _add_scaled(total: np.ndarray, weight: float, scores: np.ndarray, nonnegative: bool) -> None:
-    """``total += weight * scaled(scores)``, in place, where scaled scores are at most 1: divided by
-    the maximum when none is negative (so 0 stays "no signal"), else min-max scaled to [0, 1].
-    Nothing is added when the scores (nearly) all agree: they say nothing."""
-    high = float(scores.max())
-    low = 0.0 if nonnegative else float(scores.min())
-    if low > 0.0:
-        low = 0.0
-    span = high - low
-    if not span > 1e-300:  # also keeps weight / span finite
-        return
-    total += (scores - low if low else scores) * (weight / span)
+_NO_ROWS = np.zeros(0, dtype=np.intp)
+_NO_SCORES = np.zeros(0, dtype=np.float32)
 
 
 class InProcessRecommender:

@@ -1,0 +1,211 @@
+"""The two inner loops of the per-event path, compiled with numba.
+
+Both run once per event on a handful of vectors or one pass over the
+catalogue, where numpy spends more time dispatching its many small calls than
+computing (measured on ML-100K: the SGD step 30 µs in numpy against a few µs
+here, top-k with masking 16 µs against 3 µs). Callers go through
+:func:`streamrec.models.online_mf.step_stacked` and
+:func:`streamrec.models.online_mf.top_rows`, which document the contracts.
+
+Compiled code is cached on disk (``cache=True``: next to this file, or in
+numba's user-wide cache directory when the package is read-only), so only the
+first process after an install pays the compile time (about a second each).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def sgd_step_kernel(vectors: np.ndarray, weight: float, lr: float, user_lr_multiplier: float,
+                    regularization: float, max_norm: float, item_bias: bool, isgd: bool) -> np.ndarray:  # pragma: no cover
+    """One SGD step on ``[user, item, *negatives]`` (``(n, d)`` float32, modified); returns the updated stack.
+
+    ``weight`` and ``lr`` must already be clipped to finite values >= 0.
+    """
+    n, d = vectors.shape
+    if item_bias:
+        vectors[0, d - 1] = 1.0
+    # 1. A non-finite or overlong vector (its square norm fails the test, NaN included) is
+    #    sanitised first: non-finite components to 0, rows clipped to max_norm.
+    longest_allowed = (1.0 + 1e-4) * max_norm * max_norm + (1.0 if item_bias else 0.0)
+    valid = True
+    for r in range(n):
+        squared = 0.0
+        for j in range(d):
+            squared += float(vectors[r, j]) * float(vectors[r, j])
+        if not squared <= longest_allowed:
+            valid = False
+    if not valid:
+        for r in range(n):
+            squared = 0.0
+            for j in range(d):
+                value = float(vectors[r, j])
+                if not math.isfinite(value):
+                    value = 0.0
+                value = min(max(value, -max_norm), max_norm)
+                vectors[r, j] = value
+                squared += value * value
+            if squared > max_norm * max_norm:
+                scale = max_norm / math.sqrt(squared)
+                for j in range(d):
+                    vectors[r, j] *= scale
+    # 2. Scores of the item and the negatives (dot products with the user), and the derivative
+    #    of the event's objective w.r.t. each, times lr. BPR: mean over negatives of
+    #    log sigmoid(item - negative). ISGD: (1 - item)^2 plus the mean of negative^2.
+    m = n - 2
+    scores = np.zeros(n - 1)
+    for r in range(1, n):
+        total = 0.0
+        for j in range(d):
+            total += float(vectors[0, j]) * float(vectors[r, j])
+        scores[r - 1] = total
+    steps = np.zeros(n - 1)
+    if isgd:
+        steps[0] = lr * weight * (1.0 - scores[0])
+        for r in range(1, n - 1):
+            steps[r] = -lr * scores[r] / m
+    elif m > 0:
+        for r in range(1, n - 1):
+            x = scores[r] - scores[0]  # sigmoid(x) without overflow
+            sigmoid = 1.0 / (1.0 + math.exp(-x)) if x >= 0.0 else math.exp(x) / (1.0 + math.exp(x))
+            steps[r] = -lr * weight / m * sigmoid
+            steps[0] -= steps[r]
+    # 3. Shrink every vector by the L2 penalty and move it along its gradient:
+    #    user += sum_r multiplier * steps[r] * vector[r];  vector[r] += steps[r] * user.
+    shrink = 1.0 - min(1.0, lr * regularization)
+    updated = np.empty((n, d), dtype=np.float32)
+    for j in range(d):
+        user = float(vectors[0, j])
+        total = shrink * user
+        for r in range(1, n):
+            total += user_lr_multiplier * steps[r - 1] * float(vectors[r, j])
+            updated[r, j] = shrink * float(vectors[r, j]) + steps[r - 1] * user
+        updated[0, j] = total
+    if item_bias:
+        updated[0, d - 1] = 1.0
+    # 4. Clip every row to max_norm: no input grows a vector unboundedly.
+    for r in range(n):
+        squared = 0.0
+        for j in range(d):
+            squared += float(updated[r, j]) * float(updated[r, j])
+        if squared > max_norm * max_norm:
+            scale = max_norm / math.sqrt(squared)
+            for j in range(d):
+                updated[r, j] = float(updated[r, j]) * scale
+    return updated
+
+
+@njit(cache=True)
+def top_k_kernel(scores: np.ndarray, masked: np.ndarray, k: int) -> np.ndarray:  # pragma: no cover
+    """Rows of the ``k`` largest scores above ``-inf`` (NaN never), best first, ties by lowest row.
+
+    The ``masked`` rows are set to ``-inf`` first (in place), so they are never returned.
+    One pass with a sorted buffer of ``k``: O(n) for the usual k << n.
+    """
+    n = scores.shape[0]
+    for row in masked:
+        if 0 <= row < n:  # compiled code does not check bounds
+            scores[row] = -np.inf
+    k = max(0, min(k, n))
+    rows = np.empty(k, dtype=np.intp)
+    best = np.empty(k, dtype=np.float64)
+    size = 0
+    for row in range(n):
+        value = float(scores[row])
+        if not value > -np.inf or (size == k and (k == 0 or not value > best[k - 1])):
+            continue  # strictly better only: an earlier row keeps a tie
+        slot = size if size < k else k - 1
+        while slot > 0 and best[slot - 1] < value:
+            best[slot] = best[slot - 1]
+            rows[slot] = rows[slot - 1]
+            slot -= 1
+        best[slot] = value
+        rows[slot] = row
+        if size < k:
+            size += 1
+    return rows[:size]
+
+
+@njit(cache=True)
+def fuse_top_k(mf: np.ndarray, mf_weight: float, covisit_rows: np.ndarray, covisit_weights: np.ndarray,
+               covisit_weight: float, trending: np.ndarray, trending_weight: float, masked: np.ndarray,
+               k: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """Fuse three signals over the catalogue and return the top ``k`` ``(rows, scores)``, best first.
+
+    ``trending`` has one score per catalogue row (its length is the catalogue size);
+    ``mf`` too, or is empty; co-visits come as ``(row, weight)`` pairs, rows may repeat.
+    Each signal is scaled to at most 1 (divided by its maximum, or min-max scaled when it
+    has negative scores), weighted and summed; a signal whose scores (nearly) all agree
+    says nothing and is skipped. ``masked`` rows and rows scoring 0 or less are never
+    returned; ties go to the lowest row.
+    """
+    n = trending.shape[0]
+    total = np.zeros(n)
+    offset = 0.0  # min-max shifts: the same for every row, so added to the returned scores only
+    used = False
+    if mf_weight > 0.0 and mf.shape[0] == n and n > 0:
+        high = float(mf[0])
+        low = 0.0
+        for row in range(n):
+            value = float(mf[row])
+            high = max(high, value)
+            low = min(low, value)
+        if high - low > 1e-300:
+            factor = mf_weight / (high - low)
+            offset -= low * factor
+            for row in range(n):
+                total[row] += float(mf[row]) * factor
+            used = True
+    if covisit_weight > 0.0 and covisit_rows.shape[0] > 0:
+        covisits = np.zeros(n)
+        for i in range(covisit_rows.shape[0]):
+            covisits[covisit_rows[i]] += covisit_weights[i]
+        high = 0.0
+        for i in range(covisit_rows.shape[0]):
+            high = max(high, covisits[covisit_rows[i]])
+        if high > 1e-300:
+            factor = covisit_weight / high
+            for row in range(n):
+                total[row] += covisits[row] * factor
+            used = True
+    if trending_weight > 0.0:
+        high = 0.0
+        for row in range(n):
+            high = max(high, float(trending[row]))
+        if high > 1e-300:
+            factor = trending_weight / high
+            for row in range(n):
+                total[row] += float(trending[row]) * factor
+            used = True
+    if not used:
+        return np.zeros(0, dtype=np.intp), np.zeros(0)
+    rows = top_k_kernel(total, masked, k)
+    scores = np.empty(rows.shape[0])
+    size = 0
+    for i in range(rows.shape[0]):
+        score = total[rows[i]] + offset
+        if score > 0.0:  # no signal says anything for the rest: never pad a list with them
+            rows[size] = rows[i]
+            scores[size] = score
+            size += 1
+    return rows[:size], scores[:size]
+
+
+def _compile_at_import() -> None:
+    """Compile (or load from the cache) every kernel for the dtypes the model passes, now:
+    a worker must not stall for a second on its first event."""
+    vectors = np.zeros((3, 2), dtype=np.float32)
+    sgd_step_kernel(vectors, 1.0, 0.1, 1.0, 0.0, 1.0, True, False)
+    rows = np.zeros(1, dtype=np.intp)
+    trending = np.ones(2)
+    trending.flags.writeable = False  # the catalogue's cached popularity is read-only
+    fuse_top_k(np.ones(2, dtype=np.float32), 1.0, rows, np.ones(1), 1.0, trending, 1.0, rows, 1)
+    top_k_kernel(np.ones(2, dtype=np.float32), rows, 1)
+
+
+_compile_at_import()
