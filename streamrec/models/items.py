@@ -21,6 +21,7 @@ same three steps in one process.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Collection, Iterable
 from operator import itemgetter
@@ -114,28 +115,20 @@ class PublishedItem:
 class OwnedItem:
     """The authoritative state of one item, kept by the owner of its partition.
 
-    Co-visit neighbours are kept in insertion order (ids in a list, weights in a
-    parallel array), so a replica re-resolves only the ones added since the last
-    publication; at most ``2 * max_neighbours`` of them (then the strongest
-    ``max_neighbours`` are kept).
+    Co-visit neighbours are kept in insertion order (a dict), so a replica
+    re-resolves only the ones added since the last publication; at most
+    ``2 * max_neighbours`` of them (then the strongest ``max_neighbours`` are kept).
     """
 
-    __slots__ = ("_slots", "_weights", "neighbour_ids", "popularity", "ts_ms", "vector")
+    __slots__ = ("neighbours", "popularity", "ts_ms", "vector")
 
     def __init__(self, popularity: float = 0.0, ts_ms: int = 0, vector: np.ndarray | None = None,
                  neighbours: dict[ItemId, float] | None = None) -> None:
         self.popularity = popularity
         self.ts_ms = ts_ms
         self.vector = vector
-        self.neighbour_ids: list[ItemId] = list(neighbours or {})
-        self._slots = {item_id: slot for slot, item_id in enumerate(self.neighbour_ids)}
-        self._weights = np.zeros(max(8, len(self.neighbour_ids)), dtype=np.float64)
-        self._weights[:len(self.neighbour_ids)] = list((neighbours or {}).values())
-
-    @property
-    def neighbours(self) -> dict[ItemId, float]:
-        """Co-visit weight per neighbour (a copy)."""
-        return dict(zip(self.neighbour_ids, self._weights[:len(self.neighbour_ids)].tolist(), strict=True))
+        self.neighbours: dict[ItemId, float] = dict(neighbours or {})
+        """Co-visit weight per neighbour, oldest neighbour first."""
 
     def apply(self, item_id: ItemId, delta: ItemDelta, config: ItemConfig) -> None:
         """Add a delta: popularity decays, the vector moves (norm-clipped), co-visits count up.
@@ -148,46 +141,32 @@ class OwnedItem:
         if self.vector is None:
             self.vector = config.initial_vector(item_id)
         if delta.vector is not None:
-            vector = self.vector.astype(np.float64) + delta.vector  # float64: no overflow
+            vector = np.add(self.vector, delta.vector, dtype=np.float64)  # float64: no overflow
             squared = float(np.dot(vector, vector))
             if math.isfinite(squared):  # a non-finite delta is ignored
                 if squared > config.max_norm * config.max_norm:
                     vector *= config.max_norm / math.sqrt(squared)
                 self.vector = vector.astype(np.float32)
+        neighbours = self.neighbours
         for other, weight in delta.neighbours.items():
-            if other != item_id and math.isfinite(weight) and weight > 0:
-                self._add_neighbour(other, weight)
-        if len(self.neighbour_ids) > 2 * config.max_neighbours:  # bounded: keep the strongest
-            self._keep_strongest(config.max_neighbours)
+            if other != item_id and weight > 0 and math.isfinite(weight):
+                neighbours[other] = neighbours.get(other, 0.0) + weight
+        if len(neighbours) > 2 * config.max_neighbours:  # bounded: keep the strongest
+            strongest = set(heapq.nlargest(config.max_neighbours, neighbours, key=neighbours.__getitem__))
+            self.neighbours = {other: weight for other, weight in neighbours.items() if other in strongest}
 
     def published(self, config: ItemConfig) -> PublishedItem:
         """What every worker's replica gets: popularity, vector and neighbours."""
         vector = self.vector if self.vector is not None else np.zeros(config.dim, dtype=np.float32)
-        n = len(self.neighbour_ids)
-        return PublishedItem(self.popularity, self.ts_ms, vector, self.neighbour_ids[:], self._weights[:n].copy())
-
-    def _add_neighbour(self, other: ItemId, weight: float) -> None:
-        slot = self._slots.get(other)
-        if slot is None:
-            slot = self._slots[other] = len(self.neighbour_ids)
-            self.neighbour_ids.append(other)
-            if slot == self._weights.size:
-                self._weights = np.resize(self._weights, 2 * slot)
-            self._weights[slot] = 0.0
-        self._weights[slot] += weight
-
-    def _keep_strongest(self, n: int) -> None:
-        count = len(self.neighbour_ids)
-        keep = np.sort(np.argsort(-self._weights[:count], kind="stable")[:n])  # insertion order kept
-        self.neighbour_ids = [self.neighbour_ids[slot] for slot in keep]
-        self._weights[:keep.size] = self._weights[keep]
-        self._slots = {item_id: slot for slot, item_id in enumerate(self.neighbour_ids)}
+        neighbours = self.neighbours
+        return PublishedItem(self.popularity, self.ts_ms, vector, list(neighbours),
+                             np.fromiter(neighbours.values(), dtype=np.float64, count=len(neighbours)))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form stored in the owner's item table."""
         return {"popularity": self.popularity, "ts_ms": self.ts_ms,
                 "vector": None if self.vector is None else self.vector.tolist(),
-                "neighbours": self.neighbours}
+                "neighbours": dict(self.neighbours)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> OwnedItem:

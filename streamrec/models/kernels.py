@@ -21,13 +21,20 @@ from numba import njit
 
 
 @njit(cache=True)
-def sgd_step_kernel(vectors: np.ndarray, weight: float, lr: float, user_lr_multiplier: float,
-                    regularization: float, max_norm: float, item_bias: bool, isgd: bool) -> np.ndarray:  # pragma: no cover
-    """One SGD step on ``[user, item, *negatives]`` (``(n, d)`` float32, modified); returns the updated stack.
+def sgd_step_kernel(user: np.ndarray, item: np.ndarray, items: np.ndarray, negative_rows: np.ndarray,
+                    weight: float, lr: float, user_lr_multiplier: float, regularization: float, max_norm: float,
+                    item_bias: bool, isgd: bool) -> np.ndarray:  # pragma: no cover
+    """One SGD step on a user, an item and the negatives ``items[negative_rows]`` (all float32).
 
-    ``weight`` and ``lr`` must already be clipped to finite values >= 0.
+    Returns the updated ``[user, item, *negatives]``, shape ``(m + 2, d)``; the inputs are not
+    modified. ``weight`` and ``lr`` must already be clipped to finite values >= 0.
     """
-    n, d = vectors.shape
+    n, d = negative_rows.shape[0] + 2, user.shape[0]
+    vectors = np.empty((n, d), dtype=np.float32)
+    vectors[0] = user
+    vectors[1] = item
+    for r in range(n - 2):
+        vectors[r + 2] = items[negative_rows[r]]
     if item_bias:
         vectors[0, d - 1] = 1.0
     # 1. A non-finite or overlong vector (its square norm fails the test, NaN included) is
@@ -200,8 +207,8 @@ def _compile_at_import() -> None:
     """Compile (or load from the cache) every kernel for the dtypes the model passes, now:
     a worker must not stall for a second on its first event."""
     vectors = np.zeros((3, 2), dtype=np.float32)
-    sgd_step_kernel(vectors, 1.0, 0.1, 1.0, 0.0, 1.0, True, False)
     rows = np.zeros(1, dtype=np.intp)
+    sgd_step_kernel(vectors[0], vectors[1], vectors, rows, 1.0, 0.1, 1.0, 0.0, 1.0, True, False)
     trending = np.ones(2)
     trending.flags.writeable = False  # the catalogue's cached popularity is read-only
     fuse_top_k(np.ones(2, dtype=np.float32), 1.0, rows, np.ones(1), 1.0, trending, 1.0, rows, 1)

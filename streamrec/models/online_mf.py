@@ -178,31 +178,25 @@ def sgd_step(user: np.ndarray, item: np.ndarray, negatives: np.ndarray, weight: 
     if user.shape != (d,) or item.shape != (d,) or negatives.ndim != 2 or negatives.shape[1] != d:
         raise ValueError(f"sgd_step needs user ({d},), item ({d},) and negatives (m, {d}) for dim={d}, "
                          f"got {user.shape}, {item.shape}, {negatives.shape}")
-    updated = step_stacked(_stack(user, item, negatives), weight, lr, config)
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 becomes inf: sanitised by the step
+        user, item, negatives = (np.asarray(array, dtype=np.float32) for array in (user, item, negatives))
+    updated = sgd_step_rows(user, item, negatives, np.arange(negatives.shape[0]), weight, lr, config)
     return updated[0].copy(), updated[1].copy(), updated[2:]
 
 
-def step_stacked(vectors: np.ndarray, weight: float, lr: float, config: OnlineMFConfig) -> np.ndarray:
-    """:func:`sgd_step` on ``[user, item, *negatives]`` stacked in one ``(m + 2, d)`` float32 array.
+def sgd_step_rows(user: np.ndarray, item: np.ndarray, items: np.ndarray, negative_rows: np.ndarray,
+                  weight: float, lr: float, config: OnlineMFConfig) -> np.ndarray:
+    """:func:`sgd_step` with the negatives given as rows of ``items`` (float32 arrays throughout).
 
-    Returns the updated stack (a new array; ``vectors`` may be modified). For callers
-    that gather and scatter item rows in one go, as ``online_recommender.learn`` does.
+    Returns the updated ``[user, item, *negatives]`` stacked, shape ``(m + 2, d)``, float32.
+    For ``online_recommender.learn``, which samples negatives from the catalogue's matrix.
     The arithmetic is compiled (:func:`streamrec.models.kernels.sgd_step_kernel`).
     """
     weight = min(float(weight), MAX_WEIGHT) if weight > 0 and math.isfinite(weight) else 0.0
     lr = min(float(lr), MAX_LEARNING_RATE) if lr > 0 and math.isfinite(lr) else 0.0
-    return sgd_step_kernel(vectors, weight, lr, float(config.user_lr_multiplier), float(config.regularization),
-                           float(config.max_norm), config.item_bias, config.loss == "isgd")
-
-
-def _stack(user: np.ndarray, item: np.ndarray, negatives: np.ndarray) -> np.ndarray:
-    vectors = np.empty((negatives.shape[0] + 2, user.shape[0]), dtype=np.float32)  # (m + 2, d)
-    if user.dtype == item.dtype == negatives.dtype == np.float32:
-        vectors[0], vectors[1], vectors[2:] = user, item, negatives
-    else:
-        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 becomes inf: sanitised later
-            vectors[0], vectors[1], vectors[2:] = user, item, negatives
-    return vectors
+    return sgd_step_kernel(user, item, items, negative_rows, weight, lr, float(config.user_lr_multiplier),
+                           float(config.regularization), float(config.max_norm), config.item_bias,
+                           config.loss == "isgd")
 
 
 def top_rows(scores: np.ndarray, k: int, masked: np.ndarray | None = None) -> np.ndarray:

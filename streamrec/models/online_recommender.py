@@ -33,7 +33,7 @@ from streamrec.models.online_mf import (
     MAX_WEIGHT,
     OnlineMFConfig,
     initial_user_vector,
-    step_stacked,
+    sgd_step_rows,
     user_learning_rate,
 )
 from streamrec.models.user_state import UserState
@@ -127,12 +127,10 @@ def learn(user_id: UserId, state: UserState, item_id: ItemId, event_id: str | No
     if item_vector is None:
         item_vector = config.items.initial_vector(item_id)
     negatives = _sample_negatives(catalog, catalog.row(item_id), mf.negatives, rng)
-    vectors = np.empty((len(negatives) + 2, mf.dim), dtype=np.float32)  # [user, item, *negatives]
-    vectors[0] = state.vector if state.vector is not None and state.vector.shape == (mf.dim,) \
+    user_vector = state.vector if state.vector is not None and state.vector.shape == (mf.dim,) \
         else initial_user_vector(user_id, mf)
-    vectors[1] = item_vector
-    vectors[2:] = catalog.matrix()[negatives]
-    updated = step_stacked(vectors, weight, user_learning_rate(mf, n_before), mf)
+    updated = sgd_step_rows(user_vector, item_vector, catalog.matrix(), negatives, weight,
+                            user_learning_rate(mf, n_before), mf)  # [user, item, *negatives]
     state.vector = updated[0].copy()
     # One delta, for the chosen item: its vector change, popularity, and co-visits with the
     # items chosen just before it (replicas index them both ways). Sending the negatives'
@@ -140,11 +138,11 @@ def learn(user_id: UserId, state: UserState, item_id: ItemId, event_id: str | No
     return {item_id: ItemDelta(weight, ts_ms, updated[1] - item_vector, {other: weight for other in recent})}
 
 
-def _sample_negatives(catalog: ItemCatalog, positive_row: int | None, m: int, rng: random.Random) -> list[int]:
-    """``m`` uniform catalogue rows (not the positive item's), fewer on a tiny catalogue."""
+def _sample_negatives(catalog: ItemCatalog, positive_row: int | None, m: int, rng: random.Random) -> np.ndarray:
+    """``m`` uniform catalogue rows (not the positive item's; fewer if drawn), as an index array."""
     n = len(catalog)
     rows = [int(rng.random() * n) for _ in range(m)] if n else []
-    return [row for row in rows if row != positive_row]
+    return np.array([row for row in rows if row != positive_row], dtype=np.intp)
 
 
 def recommend(state: UserState, catalog: ItemCatalog, k: int, config: RecommenderConfig,
