@@ -21,12 +21,11 @@ same three steps in one process.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Collection, Iterable
 from operator import itemgetter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -100,9 +99,8 @@ class ItemDelta:
             self.neighbours[item_id] = self.neighbours.get(item_id, 0.0) + weight
 
 
-@dataclass(frozen=True, slots=True)
-class PublishedItem:
-    """An item's state as its owner publishes it to every worker."""
+class PublishedItem(NamedTuple):
+    """An item's state as its owner publishes it to every worker (a tuple: made once per publication)."""
 
     popularity: float
     ts_ms: int
@@ -115,20 +113,28 @@ class PublishedItem:
 class OwnedItem:
     """The authoritative state of one item, kept by the owner of its partition.
 
-    Co-visit neighbours are kept in insertion order (a dict), so a replica
+    Co-visit neighbours are kept in insertion order (ids in a list, weights in a
+    parallel array, so a publication copies them in one go), so a replica
     re-resolves only the ones added since the last publication; at most
     ``2 * max_neighbours`` of them (then the strongest ``max_neighbours`` are kept).
     """
 
-    __slots__ = ("neighbours", "popularity", "ts_ms", "vector")
+    __slots__ = ("_slots", "_weights", "neighbour_ids", "popularity", "ts_ms", "vector")
 
     def __init__(self, popularity: float = 0.0, ts_ms: int = 0, vector: np.ndarray | None = None,
                  neighbours: dict[ItemId, float] | None = None) -> None:
         self.popularity = popularity
         self.ts_ms = ts_ms
         self.vector = vector
-        self.neighbours: dict[ItemId, float] = dict(neighbours or {})
-        """Co-visit weight per neighbour, oldest neighbour first."""
+        self.neighbour_ids: list[ItemId] = list(neighbours or {})
+        self._slots = {item_id: slot for slot, item_id in enumerate(self.neighbour_ids)}
+        self._weights = np.zeros(max(8, len(self.neighbour_ids)), dtype=np.float64)
+        self._weights[:len(self.neighbour_ids)] = list((neighbours or {}).values())
+
+    @property
+    def neighbours(self) -> dict[ItemId, float]:
+        """Co-visit weight per neighbour, oldest neighbour first (a copy)."""
+        return dict(zip(self.neighbour_ids, self._weights[:len(self.neighbour_ids)].tolist(), strict=True))
 
     def apply(self, item_id: ItemId, delta: ItemDelta, config: ItemConfig) -> None:
         """Add a delta: popularity decays, the vector moves (norm-clipped), co-visits count up.
@@ -147,26 +153,38 @@ class OwnedItem:
                 if squared > config.max_norm * config.max_norm:
                     vector *= config.max_norm / math.sqrt(squared)
                 self.vector = vector.astype(np.float32)
-        neighbours = self.neighbours
+        ids, slots, weights = self.neighbour_ids, self._slots, self._weights
         for other, weight in delta.neighbours.items():
             if other != item_id and weight > 0 and math.isfinite(weight):
-                neighbours[other] = neighbours.get(other, 0.0) + weight
-        if len(neighbours) > 2 * config.max_neighbours:  # bounded: keep the strongest
-            strongest = set(heapq.nlargest(config.max_neighbours, neighbours, key=neighbours.__getitem__))
-            self.neighbours = {other: weight for other, weight in neighbours.items() if other in strongest}
+                slot = slots.get(other)
+                if slot is None:
+                    slot = slots[other] = len(ids)
+                    ids.append(other)
+                    if slot == weights.size:
+                        weights = self._weights = np.resize(weights, 2 * slot)
+                    weights[slot] = 0.0
+                weights[slot] += weight
+        if len(ids) > 2 * config.max_neighbours:  # bounded: keep the strongest
+            self._keep_strongest(config.max_neighbours)
 
     def published(self, config: ItemConfig) -> PublishedItem:
         """What every worker's replica gets: popularity, vector and neighbours."""
         vector = self.vector if self.vector is not None else np.zeros(config.dim, dtype=np.float32)
-        neighbours = self.neighbours
-        return PublishedItem(self.popularity, self.ts_ms, vector, list(neighbours),
-                             np.fromiter(neighbours.values(), dtype=np.float64, count=len(neighbours)))
+        n = len(self.neighbour_ids)
+        return PublishedItem(self.popularity, self.ts_ms, vector, self.neighbour_ids[:], self._weights[:n].copy())
+
+    def _keep_strongest(self, n: int) -> None:
+        count = len(self.neighbour_ids)
+        keep = np.sort(np.argsort(-self._weights[:count], kind="stable")[:n])  # insertion order kept
+        self.neighbour_ids = [self.neighbour_ids[slot] for slot in keep]
+        self._weights[:keep.size] = self._weights[keep]
+        self._slots = {item_id: slot for slot, item_id in enumerate(self.neighbour_ids)}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form stored in the owner's item table."""
         return {"popularity": self.popularity, "ts_ms": self.ts_ms,
                 "vector": None if self.vector is None else self.vector.tolist(),
-                "neighbours": dict(self.neighbours)}
+                "neighbours": self.neighbours}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> OwnedItem:
@@ -198,50 +216,53 @@ class ItemCatalog(PopularityRanking):
 
     def upsert(self, item_id: ItemId, item: PublishedItem) -> None:
         """Store an item as its owner published it (neighbours not yet known join the catalogue)."""
-        weights = np.asarray(item.neighbour_weights, dtype=np.float64)
-        if weights.shape != (len(item.neighbour_ids),):
-            raise ValueError(f"item {item_id!r}: {len(item.neighbour_ids)} neighbour ids but {weights.size} weights")
         ids = item.neighbour_ids
+        weights = np.asarray(item.neighbour_weights, dtype=np.float64)
+        if weights.shape != (len(ids),):
+            raise ValueError(f"item {item_id!r}: {len(ids)} neighbour ids but {weights.size} weights")
+        known = self._neighbours.get(item_id)
+        # Owners only append neighbours between prunings (the usual change): then only the
+        # appended ones need rows, and only they and the re-weighted ones need indexing.
+        old = 0 if known is None else len(known.ids)
+        appended = known is not None and len(ids) >= old and ids[:old] == known.ids
         generation = self._generation
-        rows = self._neighbour_rows(ids, self._neighbours.get(item_id))
+        if not appended:
+            rows = self._rows_of(ids)
+        elif len(ids) > old:
+            rows = np.concatenate((known.rows, self._rows_of(ids[old:])))
+        else:
+            rows = known.rows
         self.set(item_id, item.popularity, item.ts_ms)
         if generation != self._generation:  # room was made by forgetting items: rows moved, some gone
             kept = [i for i, neighbour in enumerate(ids) if neighbour in self._index]
             ids = [ids[i] for i in kept]
             rows = np.asarray([self._index[neighbour] for neighbour in ids], dtype=np.intp)
             weights = weights[kept]
-        known = self._neighbours.get(item_id)
+            known, appended = self._neighbours.get(item_id), False
         row = self._index[item_id]
         if item.vector.shape == (self.dim,):  # finite: owners clip, decoders reject non-finite
             self._vectors[row] = item.vector
-        self._index_followers(row, ids, weights, known)
-        self._neighbours[item_id] = _Neighbours(ids, rows, weights)
-
-    def _index_followers(self, row: int, ids: list[ItemId], weights: np.ndarray, known: _Neighbours | None) -> None:
-        """Record ``row`` as a follower of each of ``ids``; only changed weights are written."""
-        start = 0
-        if known is not None and known.rows.size and ids[:len(known.ids)] == known.ids:
-            changed = np.flatnonzero(weights[:len(known.ids)] != known.weights).tolist()  # usually a few
-            start = len(known.ids)
+        if appended:
+            changed = np.flatnonzero(weights[:old] != known.weights).tolist()  # usually a few
+            changed.extend(range(old, len(ids)))
         else:
-            changed = []
+            changed = range(len(ids))
             if known is not None:
                 for dropped in set(known.ids).difference(ids):  # pruned by the owner
                     self._followers[dropped].remove(row)
-        weight_list = weights.tolist()
-        for slot in (*changed, *range(start, len(ids))):
-            followers = self._followers.get(ids[slot])
-            if followers is None:
-                followers = self._followers[ids[slot]] = _Followers()
-            followers.set(row, weight_list[slot])
+        self._index_followers(row, ids, weights, changed)
+        self._neighbours[item_id] = _Neighbours(ids, rows, weights)
 
-    def _neighbour_rows(self, ids: list[ItemId], known: _Neighbours | None) -> np.ndarray:
-        """Rows of ``ids``, re-using ``known``'s when ``ids`` only appends to them (the usual change)."""
-        if known is None or len(ids) < len(known.ids) or ids[:len(known.ids)] != known.ids:
-            return self._rows_of(ids)
-        if len(ids) > len(known.ids):
-            return np.concatenate((known.rows, self._rows_of(ids[len(known.ids):])))
-        return known.rows
+    def _index_followers(self, row: int, ids: list[ItemId], weights: np.ndarray, slots: Iterable[int]) -> None:
+        """Record ``row`` as a follower of ``ids[slot]`` with weight ``weights[slot]`` for each of ``slots``."""
+        followers_of = self._followers
+        weight_list = weights.tolist()
+        for slot in slots:
+            other = ids[slot]
+            followers = followers_of.get(other)
+            if followers is None:
+                followers = followers_of[other] = _Followers()
+            followers.set(row, weight_list[slot])
 
     def _rows_of(self, item_ids: list[ItemId]) -> np.ndarray:
         rows = []
@@ -337,11 +358,10 @@ class ItemCatalog(PopularityRanking):
         self._neighbours = neighbours
         self._followers = {}
         for item_id, known in neighbours.items():
-            self._index_followers(self._index[item_id], known.ids, known.weights, None)
+            self._index_followers(self._index[item_id], known.ids, known.weights, range(len(known.ids)))
 
 
-@dataclass(frozen=True, slots=True)
-class _Neighbours:
+class _Neighbours(NamedTuple):
     """One item's published neighbours: ids, their catalogue rows and weights (same order)."""
 
     ids: list[ItemId]
