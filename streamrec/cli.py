@@ -369,6 +369,43 @@ def bench_model(
     typer.echo(json.dumps(result))
 
 
+@bench_app.command("index")
+def bench_index(
+    sizes: Annotated[str, typer.Option(help="Comma-separated catalogue sizes.")] = "10000,100000,1000000",
+    dim: Annotated[int, typer.Option(min=2, help="Vector size.")] = 64,
+    queries: Annotated[int, typer.Option(min=10, help="Timed single-vector searches per size.")] = 1_000,
+    k: Annotated[int, typer.Option(min=1, help="Neighbours per search.")] = 10,
+    freshness_s: Annotated[float, typer.Option(min=0, help="Seconds of steady upserts per size (0: skip).")] = 10.0,
+    upsert_rate: Annotated[float, typer.Option(min=1, help="Upserts per second during the freshness run.")] = 1_000.0,
+    kind: Annotated[str | None, typer.Option(help="Force flat, hnsw or ivf (default: index.kind).")] = None,
+    ef_search: Annotated[int | None, typer.Option(min=1, help="HNSW search effort (default: index.hnsw_ef_search).")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="FAISS threads for the first build (rebuilds use "
+                                         "index.build_threads, searches one).")] = 2,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Build time, memory, search p50/p99, recall@k against exact search, and upsert freshness."""
+    import dataclasses
+
+    from streamrec.index.benchmark import benchmark_index
+
+    settings = _settings(config)
+    index_config = settings.index.config(dim)
+    try:
+        if kind is not None:
+            index_config = dataclasses.replace(index_config, kind=kind)
+        if ef_search is not None:
+            index_config = dataclasses.replace(index_config, hnsw_ef_search=ef_search)
+        catalogue_sizes = [int(size.replace("_", "")) for size in sizes.split(",") if size.strip()]
+    except ValueError as exc:
+        _fail(f"{exc} (sizes are integers like 10000,100000)")
+    result = benchmark_index(catalogue_sizes, index_config, queries, k, freshness_s, upsert_rate,
+                             initial_build_threads=threads, say=lambda text: err.print(text, markup=False, highlight=False))
+    if json_out is not None:
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
+    typer.echo(json.dumps(result))
+
+
 def main() -> None:
     """Entry point of the ``streamrec`` console script."""
     try:

@@ -13,7 +13,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -33,8 +33,10 @@ from pydantic_settings import (
 )
 
 from streamrec.errors import ConfigError
-from streamrec.models.online_mf import OnlineMFConfig
-from streamrec.models.online_recommender import FusionWeights, RecommenderConfig
+
+if TYPE_CHECKING:  # imported where used: loading settings must not compile the model's kernels
+    from streamrec.index.live_index import IndexConfig
+    from streamrec.models.online_recommender import RecommenderConfig
 
 #: Where ``load_settings`` looks when no file is named (relative to the working directory).
 DEFAULT_CONFIG_PATH = Path("config/streamrec.toml")
@@ -147,6 +149,9 @@ class ModelSettings(_Section):
 
     def recommender(self, dedup_window: int = 0, half_life_s: float | None = None) -> RecommenderConfig:
         """The pure model's configuration (``half_life_s`` overrides the popularity half-life)."""
+        from streamrec.models.online_mf import OnlineMFConfig
+        from streamrec.models.online_recommender import FusionWeights, RecommenderConfig
+
         return RecommenderConfig(
             mf=OnlineMFConfig(dim=self.dim, learning_rate=self.learning_rate,
                               user_lr_multiplier=self.user_lr_multiplier, regularization=self.regularization,
@@ -155,6 +160,28 @@ class ModelSettings(_Section):
             covisit_history=self.covisit_history, max_neighbours=self.max_neighbours,
             half_life_s=self.popularity_half_life_s if half_life_s is None else half_life_s,
             history_size=self.history_size, dedup_window=dedup_window, max_items=self.max_items)
+
+
+class IndexSettings(_Section):
+    """The live FAISS index of item vectors (see ``streamrec.index.live_index.IndexConfig``)."""
+
+    kind: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
+    flat_max_items: int = Field(20_000, ge=0)
+    hnsw_m: int = Field(32, ge=4, le=256)
+    hnsw_ef_construction: int = Field(40, ge=8, le=4096)
+    hnsw_ef_search: int = Field(128, ge=8, le=4096)
+    ivf_lists: int = Field(0, ge=0)
+    ivf_probe: int = Field(16, ge=1)
+    rebuild_delta_items: int = Field(2_000, ge=1)
+    rebuild_delta_share: float = Field(0.02, ge=0, le=1)
+    rebuild_tombstone_share: float = Field(0.1, gt=0, le=1)
+    build_threads: int = Field(1, ge=1, le=256)
+
+    def config(self, dim: int) -> IndexConfig:
+        """The pure index's configuration for ``dim``-dimensional vectors."""
+        from streamrec.index.live_index import IndexConfig
+
+        return IndexConfig(dim=dim, **self.model_dump())
 
 
 class EmbeddedBrokerSettings(_Section):
@@ -176,6 +203,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     events: EventSettings = EventSettings()
     model: ModelSettings = ModelSettings()
+    index: IndexSettings = IndexSettings()
     embedded: EmbeddedBrokerSettings = EmbeddedBrokerSettings()
 
     @model_validator(mode="after")
