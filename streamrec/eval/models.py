@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from streamrec.index.live_index import IndexConfig, LiveIndex
 from streamrec.models.baselines import DecayedPopularity, MostPopular, OnlineModel
 from streamrec.models.online_recommender import FusionWeights, InProcessRecommender, RecommenderConfig
 
@@ -23,9 +24,13 @@ MODEL_FACTORIES: dict[str, Callable[[RecommenderConfig, int], OnlineModel]] = {
     "covisit": lambda config, every: InProcessRecommender(_with(config, _ONLY_COVISIT), every),
     "online": lambda config, every: InProcessRecommender(_with(config, _ONLY_EMBEDDINGS), every),
     "streamrec": lambda config, every: InProcessRecommender(config, every),
+    "streamrec-index": lambda config, every: InProcessRecommender(
+        dataclasses.replace(config, index_min_items=0), every, LiveIndex(IndexConfig(dim=config.mf.dim))),
 }
 """``covisit`` (item-item co-occurrence with the user's last ``covisit_history`` items) and
-``online`` (the pure embedding model) are the default model with one signal switched on."""
+``online`` (the pure embedding model) are the default model with one signal switched on;
+``streamrec-index`` is the default model querying a live FAISS index for candidates instead
+of scoring the whole catalogue (the worker's query path)."""
 
 DEFAULT_MODELS = tuple(MODEL_FACTORIES)
 

@@ -38,8 +38,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import faiss
 import numpy as np
+
+# OpenMP threads that finish a parallel region spin while waiting for the next one; on
+# a small machine shared with the broker that starved everything (demo latency p50 68 ms
+# -> 1 s). Waiting threads sleep instead, and searches (one query each) use one thread.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import faiss  # noqa: E402 - after the OpenMP setting, which is read when the library loads
+
+faiss.omp_set_num_threads(1)
 
 ItemId = str
 Kind = Literal["auto", "flat", "hnsw", "ivf"]
@@ -108,7 +115,7 @@ def build_faiss_index(vectors: np.ndarray, config: IndexConfig) -> faiss.Index:
     n, d = vectors.shape
     kind = config.kind_for(n)
     previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(config.build_threads)
+    faiss.omp_set_num_threads(config.build_threads)  # process-wide: searches meanwhile may use them too
     try:
         if kind == "hnsw":
             index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)

@@ -140,16 +140,18 @@ def top_k_kernel(scores: np.ndarray, masked: np.ndarray, k: int) -> np.ndarray: 
 
 @njit(cache=True)
 def fuse_top_k(mf: np.ndarray, mf_weight: float, covisit_rows: np.ndarray, covisit_weights: np.ndarray,
-               covisit_weight: float, trending: np.ndarray, trending_weight: float, masked: np.ndarray,
-               k: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
-    """Fuse three signals over the catalogue and return the top ``k`` ``(rows, scores)``, best first.
+               covisit_weight: float, trending: np.ndarray, trending_high: float, trending_weight: float,
+               masked: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """Fuse three signals over ``n`` candidates and return the top ``k`` ``(positions, scores)``, best first.
 
-    ``trending`` has one score per catalogue row (its length is the catalogue size);
-    ``mf`` too, or is empty; co-visits come as ``(row, weight)`` pairs, rows may repeat.
-    Each signal is scaled to at most 1 (divided by its maximum, or min-max scaled when it
-    has negative scores), weighted and summed; a signal whose scores (nearly) all agree
-    says nothing and is skipped. ``masked`` rows and rows scoring 0 or less are never
-    returned; ties go to the lowest row.
+    Candidates are positions ``0..n-1`` (the whole catalogue in row order, or a candidate
+    set). ``trending`` has one score per candidate (its length is ``n``); ``mf`` too, or is
+    empty; co-visits come as ``(position, weight)`` pairs, positions may repeat. Each signal
+    is scaled to at most 1 (divided by its maximum, or min-max scaled when it has negative
+    scores), weighted and summed; trending is divided by ``trending_high`` (its maximum over
+    the whole catalogue) when that is above 0. A signal whose scores (nearly) all agree says
+    nothing and is skipped. ``masked`` positions and scores of 0 or less are never
+    returned; ties go to the lowest position.
     """
     n = trending.shape[0]
     total = np.zeros(n)
@@ -181,9 +183,10 @@ def fuse_top_k(mf: np.ndarray, mf_weight: float, covisit_rows: np.ndarray, covis
                 total[row] += covisits[row] * factor
             used = True
     if trending_weight > 0.0:
-        high = 0.0
-        for row in range(n):
-            high = max(high, float(trending[row]))
+        high = trending_high
+        if not high > 0.0:
+            for row in range(n):
+                high = max(high, float(trending[row]))
         if high > 1e-300:
             factor = trending_weight / high
             for row in range(n):
@@ -211,7 +214,8 @@ def _compile_at_import() -> None:
     sgd_step_kernel(vectors[0], vectors[1], vectors, rows, 1.0, 0.1, 1.0, 0.0, 1.0, True, False)
     trending = np.ones(2)
     trending.flags.writeable = False  # the catalogue's cached popularity is read-only
-    fuse_top_k(np.ones(2, dtype=np.float32), 1.0, rows, np.ones(1), 1.0, trending, 1.0, rows, 1)
+    fuse_top_k(np.ones(2, dtype=np.float32), 1.0, rows, np.ones(1), 1.0, trending, 0.0, 1.0, rows, 1)
+    fuse_top_k(np.ones(2, dtype=np.float32), 1.0, rows, np.ones(1), 1.0, np.ones(2), 1.0, 1.0, rows, 1)
     top_k_kernel(np.ones(2, dtype=np.float32), rows, 1)
 
 

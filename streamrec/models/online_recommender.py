@@ -23,7 +23,7 @@ import statistics
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -81,6 +81,12 @@ class RecommenderConfig:
         Signal weights.
     covisit_history
         Co-visits count the event's item with this many of the user's latest items.
+    candidates, trending_candidates
+        With an index, the nearest items and the most popular ones scored per query
+        (besides the co-visited ones).
+    index_min_items
+        Smaller catalogues are scored whole even when an index is given: exact, and
+        faster there (measured 112 against 356 µs per event on a 500-item catalogue).
     max_neighbours
         Co-visit neighbours kept and published per item.
     half_life_s
@@ -95,6 +101,9 @@ class RecommenderConfig:
     fusion: FusionWeights = field(default_factory=FusionWeights)
     covisit_history: int = 5
     max_neighbours: int = 50
+    candidates: int = 100
+    trending_candidates: int = 50
+    index_min_items: int = 20_000
     half_life_s: float = 86_400.0
     history_size: int = 200
     dedup_window: int = 256
@@ -145,12 +154,36 @@ def _sample_negatives(catalog: ItemCatalog, positive_row: int | None, m: int, rn
     return np.array([row for row in rows if row != positive_row], dtype=np.intp)
 
 
+class VectorSearch(Protocol):
+    """What :func:`recommend` needs from a nearest-neighbour index (``streamrec.index.LiveIndex`` is one)."""
+
+    def search(self, query: np.ndarray, k: int, exclude: Collection[ItemId] = ()) -> list[tuple[ItemId, float]]:
+        """The ``k`` items with the largest inner product with ``query``, best first, none of ``exclude``."""
+        ...
+
+
+class LiveVectors(VectorSearch, Protocol):
+    """A :class:`VectorSearch` kept in step with the catalogue's vectors."""
+
+    def upsert(self, item_id: ItemId, vector: np.ndarray) -> None:
+        """Insert or replace an item's vector."""
+        ...
+
+    def maybe_rebuild(self, background: bool = True) -> bool:
+        """Fold recent changes into the main structure if due."""
+        ...
+
+
 def recommend(state: UserState, catalog: ItemCatalog, k: int, config: RecommenderConfig,
-              exclude: Collection[ItemId] = ()) -> list[tuple[ItemId, float]]:
+              exclude: Collection[ItemId] = (), index: VectorSearch | None = None) -> list[tuple[ItemId, float]]:
     """The user's top ``k`` ``(item_id, score)``, best first, never a seen or excluded item.
 
-    The signals are fused over the whole catalogue by :func:`~streamrec.models.kernels.fuse_top_k`
-    (each scaled to at most 1, then weighted); items no signal scores above 0 are left out.
+    The signals are fused by :func:`~streamrec.models.kernels.fuse_top_k` (each scaled to at
+    most 1, then weighted); items no signal scores above 0 are left out. Without ``index``
+    every catalogue item is scored; with one, only candidates: the index's nearest items to
+    the user's vector (``config.candidates`` of them, seen and excluded ones skipped), the
+    co-visited items and the ``config.trending_candidates`` most popular (from
+    ``config.index_min_items`` catalogue items on; below, exact scoring of all is faster).
     """
     n = len(catalog)
     if n == 0 or k <= 0:
@@ -160,16 +193,33 @@ def recommend(state: UserState, catalog: ItemCatalog, k: int, config: Recommende
     if fusion.trending + share < MIN_SHARE:
         share = 0.0  # too small to change a list; saves a pass over the catalogue
     personal = 1.0 - share
-    mf, mf_weight = _NO_SCORES, 0.0
-    if fusion.mf > 0 and personal > 0 and state.vector is not None and state.vector.shape == (catalog.dim,):
-        mf, mf_weight = catalog.matrix() @ state.vector, fusion.mf * personal
+    with_mf = fusion.mf > 0 and personal > 0 and state.vector is not None and state.vector.shape == (catalog.dim,)
     covisit_rows, covisit_weights = catalog.covisits(state.recent(config.covisit_history)) \
         if fusion.covisit > 0 and personal > 0 else (_NO_ROWS, _NO_SCORES)
     masked = catalog.rows(state.seen)
     if exclude:
         masked = np.concatenate((masked, catalog.rows(exclude)))
-    rows, scores = fuse_top_k(mf, mf_weight, covisit_rows, covisit_weights, fusion.covisit * personal,
-                              catalog.decayed(), fusion.trending + share, masked, k)
+    trending_weight = fusion.trending + share
+    if index is None or n < config.index_min_items:  # score the whole catalogue: positions are rows
+        candidates = None
+        mf = catalog.matrix() @ state.vector if with_mf else _NO_SCORES
+        trending = catalog.decayed()
+    else:
+        parts = [covisit_rows]
+        if with_mf:
+            nearest = index.search(state.vector, config.candidates, exclude={*state.seen, *exclude})
+            parts.append(catalog.rows([item_id for item_id, _ in nearest]))
+        if trending_weight > 0:
+            parts.append(catalog.top_rows(config.trending_candidates))
+        candidates = np.unique(np.concatenate(parts))
+        mf = catalog.matrix()[candidates] @ state.vector if with_mf else _NO_SCORES
+        trending = catalog.decayed()[candidates]
+        covisit_rows = np.searchsorted(candidates, covisit_rows)
+        masked = np.searchsorted(candidates, masked[np.isin(masked, candidates)])
+    positions, scores = fuse_top_k(mf, fusion.mf * personal if with_mf else 0.0, covisit_rows, covisit_weights,
+                                   fusion.covisit * personal, trending, catalog.decayed_max(), trending_weight,
+                                   masked, k)
+    rows = positions if candidates is None else candidates[positions]
     return list(zip(catalog.item_ids(rows.tolist()), scores.tolist(), strict=True))
 
 
@@ -189,8 +239,10 @@ class InProcessRecommender:
     source = "fusion"
     excludes_seen = True  # the user's state holds their seen items, as in the worker
 
-    def __init__(self, config: RecommenderConfig | None = None, publish_every: int = 1) -> None:
+    def __init__(self, config: RecommenderConfig | None = None, publish_every: int = 1,
+                 index: LiveVectors | None = None) -> None:
         self.config = config or RecommenderConfig()
+        self.index = index  # None: score the whole catalogue
         self.catalog = self.config.new_catalog()
         self.users: dict[UserId, UserState] = {}
         self.owned: dict[ItemId, OwnedItem] = {}
@@ -222,11 +274,16 @@ class InProcessRecommender:
             if owned is None:
                 owned = self.owned[item_id] = OwnedItem()
             owned.apply(item_id, delta, self._items)
-            self.catalog.upsert(item_id, owned.published(self._items))
+            published = owned.published(self._items)
+            self.catalog.upsert(item_id, published)
+            if self.index is not None:
+                self.index.upsert(item_id, published.vector)
+        if self.index is not None:
+            self.index.maybe_rebuild(background=False)  # in step: results must not depend on thread timing
 
     def recommend(self, user_id: UserId, k: int, exclude: Collection[ItemId] = ()) -> list[tuple[ItemId, float]]:
         """The user's top ``k`` now (trending for an unknown user)."""
-        return recommend(self.users.get(user_id) or UserState(), self.catalog, k, self.config, exclude)
+        return recommend(self.users.get(user_id) or UserState(), self.catalog, k, self.config, exclude, self.index)
 
     def n_events(self, user_id: UserId) -> int:
         """Events learnt from this user."""

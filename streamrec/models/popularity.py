@@ -65,7 +65,8 @@ class PopularityRanking:
         self._scores = np.zeros(1024, dtype=np.float64)
         self._ts_ms = np.zeros(1024, dtype=np.int64)
         self.latest_ts_ms = 0
-        self._decayed: tuple[int, np.ndarray] | None = None  # (now_ms, scores) until the next change
+        self._decayed: tuple[int, np.ndarray, float] | None = None  # (now_ms, scores, max) until the next change
+        self._top: tuple[int, np.ndarray] | None = None  # (n, the n best rows) until the next change
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -77,7 +78,7 @@ class PopularityRanking:
             if len(self._ids) >= self.max_items:
                 self._forget_least_popular()
             row = self._append(item_id)
-        self._decayed = None
+        self._decayed = self._top = None
         self._scores[row] = score if math.isfinite(score) and score > 0 else 0.0
         self._ts_ms[row] = ts_ms
         self.latest_ts_ms = max(self.latest_ts_ms, ts_ms)
@@ -117,15 +118,29 @@ class PopularityRanking:
 
         Read-only: the array is cached until the next :meth:`set` (queries outnumber updates).
         """
+        return self._decay_all(now_ms)[1]
+
+    def decayed_max(self) -> float:
+        """The largest of :meth:`decayed` at the latest event time (0.0 when empty); cached too."""
+        return self._decay_all(None)[2]
+
+    def top_rows(self, n: int) -> np.ndarray:
+        """Rows of (up to) the ``n`` most popular items at the latest event time, in no order; cached."""
+        if self._top is None or self._top[0] != n:
+            decayed = self.decayed()
+            rows = np.argpartition(-decayed, n)[:n] if n < decayed.size else np.arange(decayed.size)
+            self._top = (n, rows)
+        return self._top[1]
+
+    def _decay_all(self, now_ms: int | None) -> tuple[int, np.ndarray, float]:
         now = self.latest_ts_ms if now_ms is None else now_ms
-        if self._decayed is not None and self._decayed[0] == now:
-            return self._decayed[1]
-        n = len(self._ids)
-        elapsed_s = np.maximum(now - self._ts_ms[:n], 0) / 1000.0
-        decayed = self._scores[:n] * np.exp2(-elapsed_s / self.half_life_s)
-        decayed.flags.writeable = False
-        self._decayed = (now, decayed)
-        return decayed
+        if self._decayed is None or self._decayed[0] != now:
+            n = len(self._ids)
+            elapsed_s = np.maximum(now - self._ts_ms[:n], 0) / 1000.0
+            decayed = self._scores[:n] * np.exp2(-elapsed_s / self.half_life_s)
+            decayed.flags.writeable = False
+            self._decayed = (now, decayed, float(decayed.max(initial=0.0)))
+        return self._decayed
 
     def _forget_least_popular(self) -> None:
         keep_n = max(1, int(self.max_items * 0.9)) if self.max_items > 1 else 0
@@ -134,6 +149,7 @@ class PopularityRanking:
 
     def _keep_rows(self, keep: np.ndarray) -> None:
         """Compact the per-row arrays to the rows ``keep`` (ascending); subclasses extend it."""
+        self._decayed = self._top = None
         self._ids = [self._ids[r] for r in keep]
         self._scores[:keep.size] = self._scores[keep]
         self._ts_ms[:keep.size] = self._ts_ms[keep]

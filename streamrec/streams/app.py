@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-
+import asyncio
 from collections.abc import Awaitable, Callable
 from functools import cached_property
 
@@ -41,6 +41,11 @@ class StreamrecApp(faust.App):
         if producer.started and not self.in_transaction:
             return producer
         return await self._start_producer_once()
+
+    async def on_stop(self) -> None:
+        """Let a running index rebuild finish: its thread is inside FAISS and must not be cut off."""
+        await asyncio.to_thread(self.pipeline.index.wait_for_rebuild)
+        await super().on_stop()
 
     @cached_property
     def _start_producer_once(self) -> StampedeWrapper:

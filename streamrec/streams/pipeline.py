@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,8 +28,7 @@ from faust.types import EventT
 
 from streamrec.config import Settings
 from streamrec.errors import InvalidRecord
-import random
-
+from streamrec.index.live_index import LiveIndex
 from streamrec.models.items import ItemDelta, OwnedItem
 from streamrec.models.online_recommender import MODEL_VERSION, learn, recommend
 from streamrec.models.user_state import UserState
@@ -69,6 +69,7 @@ class Pipeline:
         self.metrics = WorkerMetrics()
         self.config = settings.model.recommender(settings.events.dedup_window)
         self.catalog = self.config.new_catalog()  # this worker's replica of every item
+        self.index = LiveIndex(settings.index.config(self.config.mf.dim))  # its vectors, for candidate search
         self.rng = random.Random(self.config.mf.seed)  # negative sampling
         # Set once the replica has read the item-state present at start: until then a
         # (re)started worker would learn and answer from an empty catalogue.
@@ -178,7 +179,7 @@ class Pipeline:
         """
         if state is None:
             state = UserState.from_dict(self.users.get(user_id.encode()))
-        ranked = recommend(state, self.catalog, k, self.config, exclude)
+        ranked = recommend(state, self.catalog, k, self.config, exclude, self.index)
         return Recommendation(
             user_id=user_id,
             items=[ScoredItem(item_id, round(score, 6)) for item_id, score in ranked],
@@ -260,4 +261,6 @@ class Pipeline:
             return
         item_id, item = decode_item_state(value, self.config.mf.dim)
         self.catalog.upsert(item_id, item)
+        self.index.upsert(item_id, item.vector)  # searchable now; folded into the FAISS build later
+        self.index.maybe_rebuild(background=True)
         self.metrics.catalog_items.set(len(self.catalog))

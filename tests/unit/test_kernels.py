@@ -10,22 +10,23 @@ from streamrec.models.kernels import fuse_top_k
 
 
 def reference_fusion(mf: np.ndarray, mf_weight: float, covisit_rows: np.ndarray, covisit_weights: np.ndarray,
-                     covisit_weight: float, trending: np.ndarray, trending_weight: float, masked: np.ndarray,
-                     k: int) -> tuple[np.ndarray, list[int]]:
+                     covisit_weight: float, trending: np.ndarray, trending_high: float, trending_weight: float,
+                     masked: np.ndarray, k: int) -> tuple[np.ndarray, list[int]]:
     """The fusion written out in numpy: scale, weigh, sum, mask, stable sort, drop scores <= 0.
 
     Returns every row's fused score and the top ``k`` rows.
     """
     n = trending.size
     total = np.zeros(n)
-    signals = [(mf_weight, mf.astype(np.float64) if mf.size == n else None),
-               (covisit_weight, np.bincount(covisit_rows, weights=covisit_weights, minlength=n)),
-               (trending_weight, trending)]
-    for weight, scores in signals:
+    signals = [(mf_weight, mf.astype(np.float64) if mf.size == n else None, None),
+               (covisit_weight, np.bincount(covisit_rows, weights=covisit_weights, minlength=n), None),
+               (trending_weight, trending, trending_high if trending_high > 0 else None)]
+    for weight, scores, given_high in signals:
         if weight > 0 and scores is not None:
             low = min(scores.min(), 0.0)
-            if scores.max() - low > 1e-300:
-                total += weight * (scores - low) / (scores.max() - low)
+            high = scores.max() if given_high is None else given_high
+            if high - low > 1e-300:
+                total += weight * (scores - low) / (high - low)
     total[masked] = -np.inf
     return total, [row for row in np.argsort(-total, kind="stable") if total[row] > 0][:k]
 
@@ -42,7 +43,8 @@ def test_fusion_equals_its_numpy_statement(n: int, k: int, data: st.DataObject) 
     trending = rng.integers(0, 3, n).astype(np.float64)
     masked = rng.integers(0, n, data.draw(st.integers(0, n))).astype(np.intp)
     weights = [data.draw(st.sampled_from([0.0, 0.5, 1.0])) for _ in range(3)]
-    args = (mf, weights[0], covisit_rows, covisit_weights, weights[1], trending, weights[2], masked, k)
+    trending_high = data.draw(st.sampled_from([0.0, 5.0]))  # 0: its own maximum; 5: a catalogue-wide one
+    args = (mf, weights[0], covisit_rows, covisit_weights, weights[1], trending, trending_high, weights[2], masked, k)
 
     rows, scores = fuse_top_k(*args)
     expected_total, expected_rows = reference_fusion(*args)
