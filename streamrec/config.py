@@ -146,6 +146,9 @@ class ModelSettings(_Section):
     covisit_weight: float = Field(1.0, ge=0, le=1000)
     trending_weight: float = Field(0.0, ge=0, le=1000)
     cold_start: float = Field(1.0, ge=0, le=1000)
+    candidates: int = Field(100, ge=1, le=100_000)
+    trending_candidates: int = Field(50, ge=0, le=100_000)
+    index_min_items: int = Field(20_000, ge=0)
 
     def recommender(self, dedup_window: int = 0, half_life_s: float | None = None) -> RecommenderConfig:
         """The pure model's configuration (``half_life_s`` overrides the popularity half-life)."""
@@ -159,7 +162,9 @@ class ModelSettings(_Section):
             fusion=FusionWeights(self.mf_weight, self.covisit_weight, self.trending_weight, self.cold_start),
             covisit_history=self.covisit_history, max_neighbours=self.max_neighbours,
             half_life_s=self.popularity_half_life_s if half_life_s is None else half_life_s,
-            history_size=self.history_size, dedup_window=dedup_window, max_items=self.max_items)
+            history_size=self.history_size, dedup_window=dedup_window, max_items=self.max_items,
+            candidates=self.candidates, trending_candidates=self.trending_candidates,
+            index_min_items=self.index_min_items)
 
 
 class IndexSettings(_Section):
@@ -176,12 +181,13 @@ class IndexSettings(_Section):
     rebuild_delta_share: float = Field(0.02, ge=0, le=1)
     rebuild_tombstone_share: float = Field(0.1, gt=0, le=1)
     build_threads: int = Field(1, ge=1, le=256)
+    snapshot_interval_s: float = Field(300.0, ge=0)
 
     def config(self, dim: int) -> IndexConfig:
         """The pure index's configuration for ``dim``-dimensional vectors."""
         from streamrec.index.live_index import IndexConfig
 
-        return IndexConfig(dim=dim, **self.model_dump())
+        return IndexConfig(dim=dim, **self.model_dump(exclude={"snapshot_interval_s"}))
 
 
 class EmbeddedBrokerSettings(_Section):

@@ -72,6 +72,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "STREAMREC_WORKER__LOG_LEVEL": settings.worker.log_level,
         "STREAMREC_MODEL__K": str(settings.model.k),
         "STREAMREC_MODEL__ITEM_PUBLISH_INTERVAL_MS": str(settings.model.item_publish_interval_ms),
+        "STREAMREC_MODEL__INDEX_MIN_ITEMS": str(settings.model.index_min_items),
     })
     return env
 

@@ -131,6 +131,8 @@ def build_faiss_index(vectors: np.ndarray, config: IndexConfig) -> faiss.Index:
             index = faiss.IndexFlatIP(d)
         if n:
             index.add(vectors)
+        if isinstance(index, faiss.IndexIVF):
+            index.make_direct_map()  # reconstruct(label): rebuilds and unchanged-vector checks need it
     finally:
         faiss.omp_set_num_threads(previous)
     return index
@@ -214,16 +216,17 @@ class _Delta:
         self.seq.pop()
         return True
 
-    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and slots of the ``k`` best (unordered)."""
+    def search(self, query: np.ndarray, k: int, exclude: Collection[ItemId]) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and slots of the ``k`` best not in ``exclude`` (unordered)."""
         n = len(self.ids)
         if n == 0 or k <= 0:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.intp)
         scores = self.vectors[:n] @ query
-        if k < n:
-            slots = np.argpartition(-scores, k)[:k]
-            return scores[slots], slots
-        return scores, np.arange(n)
+        if exclude:
+            scores[[slot for slot in map(self.slot.get, exclude) if slot is not None]] = -np.inf
+        slots = np.argpartition(-scores, k)[:k] if k < n else np.arange(n)
+        slots = slots[scores[slots] > -np.inf]
+        return scores[slots], slots
 
 
 class LiveIndex:
@@ -290,7 +293,8 @@ class LiveIndex:
     def search(self, query: np.ndarray, k: int, exclude: Collection[ItemId] = ()) -> list[tuple[ItemId, float]]:
         """The ``k`` items with the largest ``query · vector``, best first, none of ``exclude``.
 
-        ``exclude`` is filtered after the search, so the search over-fetches by its size.
+        ``exclude`` is filtered after the FAISS search, which over-fetches by its size
+        (the delta skips them before ranking).
         """
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
         if query.shape[0] != self.config.dim:
@@ -306,7 +310,7 @@ class LiveIndex:
                 hits = [(score, main.ids[label]) for score, label in zip(scores[0].tolist(), labels[0].tolist(),
                                                                         strict=True) if label >= 0]
             if len(delta):
-                scores, slots = delta.search(query, fetch)
+                scores, slots = delta.search(query, k, exclude)
                 hits += [(score, delta.ids[slot]) for score, slot in zip(scores.tolist(), slots.tolist(), strict=True)]
         hits.sort(key=lambda hit: -hit[0])
         return [(item_id, score) for score, item_id in hits if item_id not in exclude][:k]
@@ -325,7 +329,7 @@ class LiveIndex:
     # -- writing --------------------------------------------------------------------------
 
     def upsert(self, item_id: ItemId, vector: np.ndarray) -> None:
-        """Insert or replace an item's vector; searchable when this returns.
+        """Insert or replace an item's vector; searchable when this returns (a no-op if unchanged).
 
         Raises
         ------
@@ -337,6 +341,9 @@ class LiveIndex:
             raise ValueError(f"item {item_id!r}: need {self.config.dim} finite components, "
                              f"got shape {vector.shape} (finite: {bool(np.isfinite(vector).all())})")
         with self._lock:
+            label = self._main.label.get(item_id)
+            if label is not None and np.array_equal(self._main.index.reconstruct(label), vector):
+                return  # unchanged (e.g. the item-vector topic re-read after loading a snapshot)
             self._version += 1
             self._main.kill(item_id)
             self._delta.put(item_id, vector, self._version)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from functools import cached_property
 
@@ -43,8 +44,12 @@ class StreamrecApp(faust.App):
         return await self._start_producer_once()
 
     async def on_stop(self) -> None:
-        """Let a running index rebuild finish: its thread is inside FAISS and must not be cut off."""
+        """Let a running index rebuild finish (its thread is inside FAISS), then snapshot the index."""
         await asyncio.to_thread(self.pipeline.index.wait_for_rebuild)
+        try:
+            await self.pipeline.save_index()
+        except OSError as exc:  # a full or read-only disk must not turn a clean stop into a crash
+            logging.getLogger(__name__).warning("index snapshot not saved: %s", exc)
         await super().on_stop()
 
     @cached_property
@@ -121,7 +126,13 @@ def _register_processors(app: StreamrecApp, pipeline: Pipeline) -> None:
     async def publish_coalesced() -> None:
         await pipeline.publish_coalesced()
 
+    if pipeline.settings.index.snapshot_interval_s > 0:
+        @app.timer(pipeline.settings.index.snapshot_interval_s)
+        async def snapshot_index() -> None:
+            await pipeline.save_index()
+
     @app.task
     async def replicate_item_state() -> None:
+        await pipeline.restore_index()  # first: replayed vectors that did not change are then no-ops
         await replicate_topic(pipeline.settings.kafka, pipeline.names.item_state,
                               pipeline.apply_item_state, pipeline.catalogue_ready)

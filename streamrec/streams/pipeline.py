@@ -20,6 +20,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -69,7 +70,9 @@ class Pipeline:
         self.metrics = WorkerMetrics()
         self.config = settings.model.recommender(settings.events.dedup_window)
         self.catalog = self.config.new_catalog()  # this worker's replica of every item
-        self.index = LiveIndex(settings.index.config(self.config.mf.dim))  # its vectors, for candidate search
+        self.index_dir = Path(settings.worker.data_dir) / "index"
+        # The replica's vectors, for candidate search; restore_index() swaps in the last snapshot.
+        self.index = LiveIndex(settings.index.config(self.config.mf.dim))
         self.rng = random.Random(self.config.mf.seed)  # negative sampling
         # Set once the replica has read the item-state present at start: until then a
         # (re)started worker would learn and answer from an empty catalogue.
@@ -93,6 +96,27 @@ class Pipeline:
         self._dirty_items: dict[str, OwnedItem] = {}
         self.metrics.assigned_partitions.set_function(self.owned_event_partitions)
         self.items.on_recover(self.republish_owned_items)
+
+    async def restore_index(self) -> None:
+        """Load the index snapshot left by the last run (before the item-state replay tops it up).
+
+        Loading runs in a thread; an unreadable snapshot is logged and skipped (the replay
+        then fills the empty index).
+        """
+        started = time.perf_counter()
+        try:
+            loaded = await asyncio.to_thread(LiveIndex.load, self.index_dir, self.index.config)
+        except ValueError as exc:
+            log.warning("starting with an empty index: %s", exc)
+            return
+        if loaded is not None:
+            self.index, metadata = loaded
+            log.info("index snapshot loaded: %d items (%s) in %.2f s, saved at %s", len(self.index),
+                     self.index.kind, time.perf_counter() - started, metadata.get("saved_ms"))
+
+    async def save_index(self) -> None:
+        """Snapshot the index in a thread (searches and upserts go on meanwhile)."""
+        await asyncio.to_thread(self.index.save, self.index_dir, {"saved_ms": now_ms(), "items": len(self.index)})
 
     def owned_event_partitions(self) -> int:
         """How many events partitions this worker owns now (0 while rebalancing)."""
