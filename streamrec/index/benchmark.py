@@ -10,10 +10,12 @@ from __future__ import annotations
 import collections
 import math
 import statistics
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 import faiss
@@ -60,6 +62,20 @@ def measure_search(index: LiveIndex, queries: np.ndarray, truth: np.ndarray, k: 
     latency = _percentiles(times)
     return {"search_p50_us": round(latency["p50"], 1), "search_p99_us": round(latency["p99"], 1),
             f"recall@{k}": round(hits / truth.size, 4)}
+
+
+def measure_snapshot(index: LiveIndex) -> dict[str, Any]:
+    """Seconds to save a snapshot and to load it back (what a restarted worker does instead of building)."""
+    with tempfile.TemporaryDirectory() as directory:
+        started = time.perf_counter()
+        path = index.save(Path(directory))
+        saved = time.perf_counter()
+        loaded = LiveIndex.load(Path(directory), index.config)
+        done = time.perf_counter()
+        size = sum(file.stat().st_size for file in path.iterdir())
+    assert loaded is not None and len(loaded[0]) == len(index)
+    return {"snapshot_save_s": round(saved - started, 3), "snapshot_load_s": round(done - saved, 3),
+            "snapshot_mb": round(size / 2**20, 1)}
 
 
 def measure_freshness(index: LiveIndex, dim: int, rate: float, seconds: float, k: int, seed: int) -> dict[str, Any]:
@@ -142,6 +158,7 @@ def benchmark_index(sizes: list[int], config: IndexConfig, queries: int = 1_000,
                "rss_growth_mb": round((faiss.get_mem_usage_kb() - rss_before) / 1024, 1)}
         say(f"{n:,} items: {queries:,} searches...")
         row.update(measure_search(index, users, truth, k))
+        row.update(measure_snapshot(index))
         if freshness_s > 0:
             say(f"{n:,} items: freshness under {upsert_rate:,.0f} upserts/s for {freshness_s:g} s...")
             row.update(measure_freshness(index, config.dim, upsert_rate, freshness_s, k, seed))
