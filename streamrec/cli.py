@@ -264,7 +264,7 @@ def evaluate(
                                         "RetailRocket events.csv, a .csv/.jsonl, or 'synthetic[:users=..,items=..,events=..,seed=..]'.")],
     k: Annotated[int, typer.Option(min=1, help="List length K.")] = 10,
     stride: Annotated[int, typer.Option(min=1, help="Score every n-th event (all are learned).")] = 1,
-    models: Annotated[str, typer.Option(help="Comma-separated models: popular, trending, covisit, online, streamrec.")] = "popular,trending,covisit,online,streamrec",
+    models: Annotated[str, typer.Option(help="Comma-separated models: popular, trending, covisit, online, streamrec, streamrec-index.")] = "popular,trending,covisit,online,streamrec",
     seed: Annotated[int | None, typer.Option(help="Random seed of the learned models (default: model.seed).")] = None,
     half_life_h: Annotated[float, typer.Option(help="Half-life of trending, hours of event time.")] = 24.0,
     publish_every: Annotated[int, typer.Option(min=1, help="Publish item changes to the replica every n events, "
