@@ -58,15 +58,20 @@ class ModelReport:
     rolling_hits: list[int] = field(default_factory=list)
     catalogue_size: int = 0
     """Distinct items in the stream (the denominator of coverage)."""
+    diversity_total: float = 0.0
+    diversity_lists: int = 0
+    """Sum and count of intra-list diversities, for models that can measure them (``list_diversity``)."""
 
     def as_dict(self, k: int) -> dict[str, Any]:
-        """Plain-JSON summary; coverage is the share of the catalogue ever recommended."""
+        """Plain-JSON summary; coverage is the share of the catalogue ever recommended, diversity
+        the mean intra-list diversity (``None`` for models without item vectors)."""
         return {
             **{name if name == "events" else f"{name}@{k}": value
                for name, value in self.overall.as_dict().items()},
             "new_users": self.new_users.as_dict(),
             "returning_users": self.returning_users.as_dict(),
             "coverage": len(self.recommended) / max(self.catalogue_size, 1),
+            "diversity": self.diversity_total / self.diversity_lists if self.diversity_lists else None,
             "events_per_s": self.overall.n / self.seconds if self.seconds > 0 else 0.0,
         }
 
@@ -109,6 +114,10 @@ def evaluate(stream: Iterable[Interaction], models: Mapping[str, OnlineModel],
                 top = model.recommend(event.user_id, settings.k, exclude=exclude)
                 reports[name].seconds += time.perf_counter() - started
                 _score(reports[name], split, _rank(top, event.item_id), top)
+                measure = getattr(model, "list_diversity", None)
+                if measure is not None and len(top) > 1:  # not timed: a metric, not the model's work
+                    reports[name].diversity_total += measure([item for item, _ in top])
+                    reports[name].diversity_lists += 1
         weight = event_weight(event.type, event.value, settings.type_weights,
                               settings.value_weighted_types)
         for name, model in models.items():
