@@ -19,6 +19,9 @@ import math
 import numpy as np
 from numba import njit
 
+SOURCES = ("ann", "co-visit", "trending")
+"""What each code in :func:`fuse_top_k`'s ``sources`` means (the names recommendations carry)."""
+
 
 @njit(cache=True)
 def sgd_step_kernel(user: np.ndarray, item: np.ndarray, items: np.ndarray, negative_rows: np.ndarray,
@@ -141,8 +144,11 @@ def top_k_kernel(scores: np.ndarray, masked: np.ndarray, k: int) -> np.ndarray: 
 @njit(cache=True)
 def fuse_top_k(mf: np.ndarray, mf_weight: float, covisit_rows: np.ndarray, covisit_weights: np.ndarray,
                covisit_weight: float, trending: np.ndarray, trending_high: float, trending_weight: float,
-               masked: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
-    """Fuse three signals over ``n`` candidates and return the top ``k`` ``(positions, scores)``, best first.
+               masked: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
+    """Fuse three signals over ``n`` candidates; the top ``k`` ``(positions, scores, sources)``, best first.
+
+    ``sources`` names, per returned candidate, the signal that added most to its score:
+    0 embeddings, 1 co-visits, 2 trending (see :data:`SOURCES`).
 
     Candidates are positions ``0..n-1`` (the whole catalogue in row order, or a candidate
     set). ``trending`` has one score per candidate (its length is ``n``); ``mf`` too, or is
@@ -156,54 +162,58 @@ def fuse_top_k(mf: np.ndarray, mf_weight: float, covisit_rows: np.ndarray, covis
     n = trending.shape[0]
     total = np.zeros(n)
     offset = 0.0  # min-max shifts: the same for every row, so added to the returned scores only
-    used = False
+    mf_factor = mf_low = covisit_factor = trending_factor = 0.0  # 0: the signal is not used
     if mf_weight > 0.0 and mf.shape[0] == n and n > 0:
         high = float(mf[0])
-        low = 0.0
         for row in range(n):
             value = float(mf[row])
             high = max(high, value)
-            low = min(low, value)
-        if high - low > 1e-300:
-            factor = mf_weight / (high - low)
-            offset -= low * factor
+            mf_low = min(mf_low, value)
+        if high - mf_low > 1e-300:
+            mf_factor = mf_weight / (high - mf_low)
+            offset -= mf_low * mf_factor
             for row in range(n):
-                total[row] += float(mf[row]) * factor
-            used = True
-    if covisit_weight > 0.0 and covisit_rows.shape[0] > 0:
-        covisits = np.zeros(n)
+                total[row] += float(mf[row]) * mf_factor
+    covisits = np.zeros(n if covisit_weight > 0.0 and covisit_rows.shape[0] > 0 else 0)
+    if covisits.shape[0]:
         for i in range(covisit_rows.shape[0]):
             covisits[covisit_rows[i]] += covisit_weights[i]
         high = 0.0
         for i in range(covisit_rows.shape[0]):
             high = max(high, covisits[covisit_rows[i]])
         if high > 1e-300:
-            factor = covisit_weight / high
+            covisit_factor = covisit_weight / high
             for row in range(n):
-                total[row] += covisits[row] * factor
-            used = True
+                total[row] += covisits[row] * covisit_factor
     if trending_weight > 0.0:
         high = trending_high
         if not high > 0.0:
             for row in range(n):
                 high = max(high, float(trending[row]))
         if high > 1e-300:
-            factor = trending_weight / high
+            trending_factor = trending_weight / high
             for row in range(n):
-                total[row] += float(trending[row]) * factor
-            used = True
-    if not used:
-        return np.zeros(0, dtype=np.intp), np.zeros(0)
+                total[row] += float(trending[row]) * trending_factor
+    if mf_factor == 0.0 and covisit_factor == 0.0 and trending_factor == 0.0:
+        return np.zeros(0, dtype=np.intp), np.zeros(0), np.zeros(0, dtype=np.int8)
     rows = top_k_kernel(total, masked, k)
     scores = np.empty(rows.shape[0])
+    sources = np.empty(rows.shape[0], dtype=np.int8)
     size = 0
     for i in range(rows.shape[0]):
-        score = total[rows[i]] + offset
+        row = rows[i]
+        score = total[row] + offset
         if score > 0.0:  # no signal says anything for the rest: never pad a list with them
-            rows[size] = rows[i]
+            rows[size] = row
             scores[size] = score
+            # The signal that added most to the score: 0 embeddings, 1 co-visits, 2 trending.
+            best, sources[size] = (float(mf[row]) - mf_low) * mf_factor if mf_factor > 0.0 else -1.0, 0
+            if covisit_factor > 0.0 and covisits[row] * covisit_factor > best:
+                best, sources[size] = covisits[row] * covisit_factor, 1
+            if trending_factor > 0.0 and float(trending[row]) * trending_factor > best:
+                sources[size] = 2
             size += 1
-    return rows[:size], scores[:size]
+    return rows[:size], scores[:size], sources[:size]
 
 
 def _compile_at_import() -> None:

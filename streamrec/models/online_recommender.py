@@ -23,12 +23,12 @@ import statistics
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from streamrec.models.items import ItemCatalog, ItemConfig, ItemDelta, OwnedItem
-from streamrec.models.kernels import fuse_top_k
+from streamrec.models.kernels import SOURCES, fuse_top_k
 from streamrec.models.online_mf import (
     MAX_WEIGHT,
     OnlineMFConfig,
@@ -160,6 +160,14 @@ def _sample_negatives(catalog: ItemCatalog, positive_row: int | None, m: int, rn
     return np.array([row for row in rows if row != positive_row], dtype=np.intp)
 
 
+class Ranked(NamedTuple):
+    """One recommended item: id, fused score, and the signal that added most to it."""
+
+    item_id: ItemId
+    score: float
+    source: str
+
+
 class VectorSearch(Protocol):
     """What :func:`recommend` needs from a nearest-neighbour index (``streamrec.index.LiveIndex`` is one)."""
 
@@ -181,8 +189,8 @@ class LiveVectors(VectorSearch, Protocol):
 
 
 def recommend(state: UserState, catalog: ItemCatalog, k: int, config: RecommenderConfig,
-              exclude: Collection[ItemId] = (), index: VectorSearch | None = None) -> list[tuple[ItemId, float]]:
-    """The user's top ``k`` ``(item_id, score)``, best first, never a seen or excluded item.
+              exclude: Collection[ItemId] = (), index: VectorSearch | None = None) -> list[Ranked]:
+    """The user's top ``k`` ``(item_id, score, source)``, best first, never a seen or excluded item.
 
     The signals are fused by :func:`~streamrec.models.kernels.fuse_top_k` (each scaled to at
     most 1, then weighted); items no signal scores above 0 are left out. Without ``index``
@@ -223,14 +231,16 @@ def recommend(state: UserState, catalog: ItemCatalog, k: int, config: Recommende
         covisit_rows = np.searchsorted(candidates, covisit_rows)
         masked = np.searchsorted(candidates, masked[np.isin(masked, candidates)])
     diverse = config.diversity > 0
-    positions, scores = fuse_top_k(mf, fusion.mf * personal if with_mf else 0.0, covisit_rows, covisit_weights,
+    positions, scores, sources = fuse_top_k(mf, fusion.mf * personal if with_mf else 0.0, covisit_rows, covisit_weights,
                                    fusion.covisit * personal, trending, catalog.decayed_max(), trending_weight,
                                    masked, k * config.diversity_pool if diverse else k)
     rows = positions if candidates is None else candidates[positions]
     if diverse:
         chosen = mmr(np.arange(rows.size), scores, catalog.matrix()[rows], k, config.diversity)
-        rows, scores = rows[chosen], scores[chosen]
-    return list(zip(catalog.item_ids(rows.tolist()), scores.tolist(), strict=True))
+        rows, scores, sources = rows[chosen], scores[chosen], sources[chosen]
+    return [Ranked(item_id, score, SOURCES[source]) for item_id, score, source
+            in zip(catalog.item_ids(rows.tolist()), scores.tolist(), sources.tolist(), strict=True)]
+
 
 
 _NO_ROWS = np.zeros(0, dtype=np.intp)
@@ -293,7 +303,8 @@ class InProcessRecommender:
 
     def recommend(self, user_id: UserId, k: int, exclude: Collection[ItemId] = ()) -> list[tuple[ItemId, float]]:
         """The user's top ``k`` now (trending for an unknown user)."""
-        return recommend(self.users.get(user_id) or UserState(), self.catalog, k, self.config, exclude, self.index)
+        ranked = recommend(self.users.get(user_id) or UserState(), self.catalog, k, self.config, exclude, self.index)
+        return [(item.item_id, item.score) for item in ranked]
 
     def list_diversity(self, item_ids: list[ItemId]) -> float:
         """Intra-list diversity of a list by this model's item vectors (mean pairwise cosine distance)."""

@@ -206,7 +206,7 @@ class Pipeline:
         ranked = recommend(state, self.catalog, k, self.config, exclude, self.index)
         return Recommendation(
             user_id=user_id,
-            items=[ScoredItem(item_id, round(score, 6)) for item_id, score in ranked],
+            items=[ScoredItem(item.item_id, round(item.score, 6), item.source) for item in ranked],
             trigger=trigger, model_version=MODEL_VERSION,
             source="trending" if state.vector is None else "online", emitted_ts=now_ms(), **fields,
         )

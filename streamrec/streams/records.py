@@ -63,10 +63,12 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class ScoredItem:
-    """One recommended item and its score (higher is better)."""
+    """One recommended item, its score (higher is better) and the signal that chose it most
+    (``"ann"`` embeddings, ``"co-visit"``, ``"trending"``)."""
 
     item_id: ItemId
     score: float
+    source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +96,8 @@ class Recommendation:
         # Built by hand: dataclasses.asdict deep-copies and costs ~5% of a worker's CPU.
         body: dict[str, Any] = {
             "user_id": self.user_id,
-            "items": [{"item_id": item.item_id, "score": item.score} for item in self.items],
+            "items": [{"item_id": item.item_id, "score": item.score,
+                       **({"source": item.source} if item.source else {})} for item in self.items],
             "trigger": self.trigger, "model_version": self.model_version, "source": self.source,
             "emitted_ts": self.emitted_ts, "request_id": self.request_id,
             "event_ts": self.event_ts, "event_id": self.event_id, "error": self.error,

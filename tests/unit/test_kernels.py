@@ -11,24 +11,26 @@ from streamrec.models.kernels import fuse_top_k
 
 def reference_fusion(mf: np.ndarray, mf_weight: float, covisit_rows: np.ndarray, covisit_weights: np.ndarray,
                      covisit_weight: float, trending: np.ndarray, trending_high: float, trending_weight: float,
-                     masked: np.ndarray, k: int) -> tuple[np.ndarray, list[int]]:
+                     masked: np.ndarray, k: int) -> tuple[np.ndarray, list[int], np.ndarray]:
     """The fusion written out in numpy: scale, weigh, sum, mask, stable sort, drop scores <= 0.
 
-    Returns every row's fused score and the top ``k`` rows.
+    Returns every row's fused score, the top ``k`` rows and each signal's contribution per row.
     """
     n = trending.size
     total = np.zeros(n)
+    contributions = np.full((n, 3), -1.0)  # per signal, -1 when unused
     signals = [(mf_weight, mf.astype(np.float64) if mf.size == n else None, None),
                (covisit_weight, np.bincount(covisit_rows, weights=covisit_weights, minlength=n), None),
                (trending_weight, trending, trending_high if trending_high > 0 else None)]
-    for weight, scores, given_high in signals:
+    for signal, (weight, scores, given_high) in enumerate(signals):
         if weight > 0 and scores is not None:
             low = min(scores.min(), 0.0)
             high = scores.max() if given_high is None else given_high
             if high - low > 1e-300:
-                total += weight * (scores - low) / (high - low)
+                contributions[:, signal] = weight * (scores - low) / (high - low)
+                total += contributions[:, signal]
     total[masked] = -np.inf
-    return total, [row for row in np.argsort(-total, kind="stable") if total[row] > 0][:k]
+    return total, [row for row in np.argsort(-total, kind="stable") if total[row] > 0][:k], contributions
 
 
 @settings(max_examples=300, deadline=None)
@@ -46,10 +48,12 @@ def test_fusion_equals_its_numpy_statement(n: int, k: int, data: st.DataObject) 
     trending_high = data.draw(st.sampled_from([0.0, 5.0]))  # 0: its own maximum; 5: a catalogue-wide one
     args = (mf, weights[0], covisit_rows, covisit_weights, weights[1], trending, trending_high, weights[2], masked, k)
 
-    rows, scores = fuse_top_k(*args)
-    expected_total, expected_rows = reference_fusion(*args)
+    rows, scores, sources = fuse_top_k(*args)
+    expected_total, expected_rows, contributions = reference_fusion(*args)
 
     # The same list up to rounding: rows whose fused scores differ in the last bits may swap.
     assert len(rows) == len(expected_rows) and len(set(rows.tolist())) == len(rows)
     np.testing.assert_allclose(expected_total[rows], expected_total[expected_rows], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(scores, expected_total[expected_rows], rtol=1e-9, atol=1e-12)
+    for row, source in zip(rows.tolist(), sources.tolist(), strict=True):  # the largest contribution
+        assert contributions[row, source] >= contributions[row].max() - 1e-9

@@ -226,14 +226,16 @@ def test_a_new_user_gets_trending_and_a_returning_user_a_blend() -> None:
 
     assert [item for item, _ in model.recommend("stranger", 3)] == ["cake", "tea", "jam"]  # cake: more recent
     assert [item for item, _ in model.recommend("ann", 3)][0] == "cake"  # co-visited with tea
+    sources = {item.item_id: item.source for item in recommend(model.users["ann"], model.catalog, 3, model.config)}
+    assert sources["cake"] == "co-visit"
 
 
 def test_recommend_returns_fewer_items_when_nearly_everything_is_excluded() -> None:
     model = learnt([("u", f"i{n}", n) for n in range(5)])
 
     assert {item for item, _ in model.recommend("u", 10, exclude={"unknown"})} == set()  # all seen
-    assert [item for item, _ in recommend(UserState(seen=["i0", "i1", "i2"]), model.catalog, 10,
-                                          model.config)] in (["i3", "i4"], ["i4", "i3"])
+    assert [item.item_id for item in recommend(UserState(seen=["i0", "i1", "i2"]), model.catalog, 10,
+                                               model.config)] in (["i3", "i4"], ["i4", "i3"])
 
 
 def test_the_catalogue_grows_past_its_initial_capacity_keeping_every_vector() -> None:

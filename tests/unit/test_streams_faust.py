@@ -42,6 +42,7 @@ def test_valid_event_emits_one_recommendation_without_the_seen_item(
     assert scores == sorted(scores, reverse=True) and scores[0] > scores[-1]
     assert (body["trigger"], body["event_id"], body["event_ts"]) == ("event", "e1", T0_MS)
     assert (body["model_version"], body["source"]) == (MODEL_VERSION, "online")
+    assert {item["source"] for item in body["items"]} <= {"ann", "co-visit", "trending"}
     assert "request_id" not in body
     assert outputs["dead_letter"].messages == []
 
