@@ -189,7 +189,8 @@ class LiveVectors(VectorSearch, Protocol):
 
 
 def recommend(state: UserState, catalog: ItemCatalog, k: int, config: RecommenderConfig,
-              exclude: Collection[ItemId] = (), index: VectorSearch | None = None) -> list[Ranked]:
+              exclude: Collection[ItemId] = (), index: VectorSearch | None = None,
+              only: Collection[ItemId] | None = None) -> list[Ranked]:
     """The user's top ``k`` ``(item_id, score, source)``, best first, never a seen or excluded item.
 
     The signals are fused by :func:`~streamrec.models.kernels.fuse_top_k` (each scaled to at
@@ -198,6 +199,7 @@ def recommend(state: UserState, catalog: ItemCatalog, k: int, config: Recommende
     the user's vector (``config.candidates`` of them, seen and excluded ones skipped), the
     co-visited items and the ``config.trending_candidates`` most popular (from
     ``config.index_min_items`` catalogue items on; below, exact scoring of all is faster).
+    ``only``, when given, restricts the list to those items (e.g. a category filter).
     """
     n = len(catalog)
     if n == 0 or k <= 0:
@@ -214,18 +216,27 @@ def recommend(state: UserState, catalog: ItemCatalog, k: int, config: Recommende
     if exclude:
         masked = np.concatenate((masked, catalog.rows(exclude)))
     trending_weight = fusion.trending + share
+    allowed = None if only is None else catalog.rows(only)
     if index is None or n < config.index_min_items:  # score the whole catalogue: positions are rows
         candidates = None
         mf = catalog.matrix() @ state.vector if with_mf else _NO_SCORES
         trending = catalog.decayed()
+        if allowed is not None:
+            keep = np.zeros(n, dtype=bool)
+            keep[allowed] = True
+            masked = np.concatenate((masked, np.flatnonzero(~keep)))
     else:
         parts = [covisit_rows]
+        if allowed is not None and allowed.size <= 10 * config.candidates:
+            parts.append(allowed)  # a small filtered set is scored whole
         if with_mf:
             nearest = index.search(state.vector, config.candidates, exclude={*state.seen, *exclude})
             parts.append(catalog.rows([item_id for item_id, _ in nearest]))
         if trending_weight > 0:
             parts.append(catalog.top_rows(config.trending_candidates))
         candidates = np.unique(np.concatenate(parts))
+        if allowed is not None:
+            candidates = candidates[np.isin(candidates, allowed)]
         mf = catalog.matrix()[candidates] @ state.vector if with_mf else _NO_SCORES
         trending = catalog.decayed()[candidates]
         covisit_rows = np.searchsorted(candidates, covisit_rows)

@@ -132,6 +132,11 @@ def _register_processors(app: StreamrecApp, pipeline: Pipeline) -> None:
             await pipeline.save_index()
 
     @app.task
+    async def replicate_item_info() -> None:
+        await replicate_topic(pipeline.settings.kafka, pipeline.names.items, pipeline.apply_item_info,
+                              pipeline.item_info_ready)
+
+    @app.task
     async def replicate_item_state() -> None:
         await pipeline.restore_index()  # first: replayed vectors that did not change are then no-ops
         await replicate_topic(pipeline.settings.kafka, pipeline.names.item_state,

@@ -41,6 +41,7 @@ from streamrec.streams.records import (
     Recommendation,
     ScoredItem,
     decode_event,
+    decode_item_info,
     decode_item_state,
     decode_item_update,
     decode_request,
@@ -77,6 +78,10 @@ class Pipeline:
         # Set once the replica has read the item-state present at start: until then a
         # (re)started worker would learn and answer from an empty catalogue.
         self.catalogue_ready = asyncio.Event()
+        # What applications say about items on streamrec.items (replicated by every worker).
+        self.item_info_ready = asyncio.Event()
+        self.unavailable: set[str] = set()
+        self.item_categories: dict[str, frozenset[str]] = {}
         n = settings.topics.partitions
         self.events = app.topic(self.names.events, partitions=n, **_RAW)
         self.requests = app.topic(self.names.requests, partitions=n, **_RAW)
@@ -96,6 +101,24 @@ class Pipeline:
         self._dirty_items: dict[str, OwnedItem] = {}
         self.metrics.assigned_partitions.set_function(self.owned_event_partitions)
         self.items.on_recover(self.republish_owned_items)
+
+    def apply_item_info(self, key: bytes | None, value: bytes | None) -> None:
+        """Update this worker's view of one item from ``streamrec.items``: availability, categories."""
+        if key is None or value is None:
+            return
+        info = decode_item_info(value, self.settings.events)
+        if info.categories:
+            self.item_categories[info.item_id] = info.categories
+        else:
+            self.item_categories.pop(info.item_id, None)
+        if not info.available:
+            self.unavailable.add(info.item_id)
+            self.index.remove(info.item_id)  # out of every list from now on
+        elif info.item_id in self.unavailable:
+            self.unavailable.discard(info.item_id)
+            vector = self.catalog.vector(info.item_id)
+            if vector is not None:
+                self.index.upsert(info.item_id, vector)
 
     async def restore_index(self) -> None:
         """Load the index snapshot left by the last run (before the item-state replay tops it up).
@@ -128,11 +151,16 @@ class Pipeline:
             return 0
         return sum(1 for tp in assignment if tp.topic == self.names.events)
 
+    async def ready(self) -> None:
+        """Wait until the replicas hold the item state and item info present at start."""
+        await self.catalogue_ready.wait()
+        await self.item_info_ready.wait()
+
     # -- events ---------------------------------------------------------------
 
     async def on_event(self, event: EventT) -> None:
         """Validate, dedup and apply one event, then push the user's new top-K."""
-        await self.catalogue_ready.wait()
+        await self.ready()
         started = time.perf_counter()
         message = event.message
         try:
@@ -172,7 +200,7 @@ class Pipeline:
 
     async def on_request(self, event: EventT) -> None:
         """Answer one request with exactly one recommendation carrying its request_id."""
-        await self.catalogue_ready.wait()
+        await self.ready()
         started = time.perf_counter()
         try:
             request = decode_request(event.value, self.settings.events, self.settings.model.max_k)
@@ -192,18 +220,26 @@ class Pipeline:
         self.metrics.requests_in.labels("answered").inc()
         await self.emit(self.recommend(request.user_id, request.k or self.settings.model.k,
                                        trigger="request", request_id=request.request_id,
-                                       exclude=request.exclude))
+                                       exclude=request.exclude, categories=request.filters.get("categories")))
         self.metrics.processing_seconds.labels("requests").observe(time.perf_counter() - started)
 
     def recommend(self, user_id: str, k: int, trigger: str, exclude: tuple[str, ...] = (),
-                  state: UserState | None = None, **fields: Any) -> Recommendation:
+                  state: UserState | None = None, categories: list[str] | None = None,
+                  **fields: Any) -> Recommendation:
         """The user's top-K now, from local state (call it on the user's partition owner).
 
         ``state`` saves a table read when the caller already holds the user's state.
+        Unavailable items never appear; ``categories`` keeps items in any of them.
         """
         if state is None:
             state = UserState.from_dict(self.users.get(user_id.encode()))
-        ranked = recommend(state, self.catalog, k, self.config, exclude, self.index)
+        if self.unavailable:
+            exclude = (*exclude, *self.unavailable)
+        only = None
+        if categories:
+            wanted = set(categories)
+            only = [item for item, tags in self.item_categories.items() if tags & wanted]
+        ranked = recommend(state, self.catalog, k, self.config, exclude, self.index, only)
         return Recommendation(
             user_id=user_id,
             items=[ScoredItem(item.item_id, round(item.score, 6), item.source) for item in ranked],
@@ -285,6 +321,7 @@ class Pipeline:
             return
         item_id, item = decode_item_state(value, self.config.mf.dim)
         self.catalog.upsert(item_id, item)
-        self.index.upsert(item_id, item.vector)  # searchable now; folded into the FAISS build later
-        self.index.maybe_rebuild(background=True)
+        if item_id not in self.unavailable:
+            self.index.upsert(item_id, item.vector)  # searchable now; folded into the FAISS build later
+            self.index.maybe_rebuild(background=True)
         self.metrics.catalog_items.set(len(self.catalog))

@@ -370,4 +370,45 @@ def _request_fields(obj: dict[str, Any], request_id: str, user_id: str, max_k: i
     filters = obj.get("filters") or {}
     if not isinstance(filters, dict):
         raise InvalidRecord(f"field 'filters' must be a JSON object, got {type(filters).__name__}")
+    unknown = sorted(set(filters) - SUPPORTED_FILTERS)
+    if unknown:
+        raise InvalidRecord(f"unknown filter(s) {', '.join(map(repr, unknown))}; supported: "
+                            f"{', '.join(sorted(SUPPORTED_FILTERS))}")
+    categories = filters.get("categories")
+    if categories is not None and (not isinstance(categories, list) or not categories
+                                   or not all(isinstance(c, str) for c in categories)):
+        raise InvalidRecord("filter 'categories' must be a non-empty list of category names (strings); "
+                            "items in any of them are allowed")
     return Request(request_id, user_id, k, tuple(str(i) for i in exclude), filters)
+
+
+SUPPORTED_FILTERS = frozenset({"categories"})
+"""Request filters the query path applies: ``categories`` (any of, from ``streamrec.items``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ItemInfo:
+    """An item as applications describe it on ``streamrec.items``."""
+
+    item_id: ItemId
+    available: bool = True
+    categories: frozenset[str] = frozenset()
+    title: str | None = None
+    text: str | None = None
+
+
+def decode_item_info(raw: bytes | None, rules: EventSettings) -> ItemInfo:
+    """Decode and validate one ``streamrec.items`` value (unknown fields are ignored)."""
+    obj = _load_object(raw, rules.max_payload_bytes)
+    item_id = _require_id(obj, "item_id", rules.max_id_length) or ""
+    available = obj.get("available", True)
+    if not isinstance(available, bool):
+        raise InvalidRecord(f"item {item_id!r}: field 'available' must be true or false, got {available!r:.40}")
+    categories = obj.get("categories") or []
+    if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
+        raise InvalidRecord(f"item {item_id!r}: field 'categories' must be a list of strings")
+    texts = {name: obj.get(name) for name in ("title", "text")}
+    for name, value in texts.items():
+        if value is not None and not isinstance(value, str):
+            raise InvalidRecord(f"item {item_id!r}: field {name!r} must be a string")
+    return ItemInfo(item_id, available, frozenset(categories), texts["title"], texts["text"])

@@ -26,7 +26,7 @@ def register_views(app: faust.App, pipeline: Pipeline) -> None:
                 raise ValueError
         except ValueError:
             return web.json({"error": f"k must be an integer from 1 to {max_k}"}, status=400)
-        await pipeline.catalogue_ready.wait()
+        await pipeline.ready()
         recommendation = pipeline.recommend(user, k, trigger="request")
         return web.bytes(recommendation.to_json(), content_type="application/json")
 

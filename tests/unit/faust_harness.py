@@ -32,6 +32,7 @@ def app(tmp_path: Path) -> StreamrecApp:
                              model={"k": 3}, events={"dedup_window": 10})
     app = create_app(settings, store="memory://")
     app.pipeline.catalogue_ready.set()  # no broker, so no replica task: the catalogue is what tests put in
+    app.pipeline.item_info_ready.set()
     return app
 
 

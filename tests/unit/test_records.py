@@ -22,8 +22,10 @@ from streamrec.streams.records import (
     Event,
     Recommendation,
     Request,
+    InvalidRequest,
     ScoredItem,
     decode_event,
+    decode_item_info,
     decode_request,
     parse_timestamp_ms,
 )
@@ -283,9 +285,27 @@ def test_arbitrary_input_decodes_to_request_or_invalid_record(raw: bytes) -> Non
 
 def test_decodes_request_with_k_exclude_and_filters() -> None:
     raw = encode({"request_id": "r1", "user_id": 5, "k": 3, "exclude": ["i1", 2],
-                  "filters": {"genre": "jazz"}})
+                  "filters": {"categories": ["jazz"]}})
 
-    assert decode_request(raw, RULES, MAX_K) == Request("r1", "5", 3, ("i1", "2"), {"genre": "jazz"})
+    assert decode_request(raw, RULES, MAX_K) == Request("r1", "5", 3, ("i1", "2"), {"categories": ["jazz"]})
+
+
+@pytest.mark.parametrize("filters, reason", [({"genre": "jazz"}, "unknown filter"),
+                                             ({"categories": "jazz"}, "non-empty list"),
+                                             ({"categories": []}, "non-empty list")])
+def test_a_request_with_a_filter_it_cannot_apply_is_answered_with_the_reason(filters: dict, reason: str) -> None:
+    with pytest.raises(InvalidRequest, match=reason):
+        decode_request(encode({"request_id": "r1", "user_id": "u", "filters": filters}), RULES, MAX_K)
+
+
+def test_item_info_decodes_availability_and_categories_and_refuses_bad_types() -> None:
+    info = decode_item_info(encode({"item_id": "i1", "available": False, "categories": ["a", "b"],
+                                    "title": "T", "extra": 1}), RULES)
+    assert (info.item_id, info.available, info.categories, info.title) == ("i1", False, frozenset({"a", "b"}), "T")
+    assert decode_item_info(encode({"item_id": "i2"}), RULES).available
+    for bad in ({"item_id": "i", "available": "no"}, {"item_id": "i", "categories": "a"}, {"title": "x"}):
+        with pytest.raises(InvalidRecord):
+            decode_item_info(encode(bad), RULES)
 
 
 def test_request_without_k_leaves_it_to_the_model() -> None:

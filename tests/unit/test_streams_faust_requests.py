@@ -41,6 +41,31 @@ def test_request_is_answered_with_its_request_id_k_and_exclusions(app: Streamrec
     assert [item["item_id"] for item in body["items"]] == ["i2", "i3"]
 
 
+def info(item_id: str, **fields: object) -> bytes:
+    return json.dumps({"item_id": item_id, **fields}).encode()
+
+
+def test_unavailable_items_leave_every_list_and_come_back_when_available(app: StreamrecApp, outputs) -> None:
+    pipeline = app.pipeline
+    pipeline.apply_item_info(b"i1", info("i1", available=False))
+    assert [item.item_id for item in pipeline.recommend("u1", 4, trigger="request").items] == ["i2", "i3", "i4"]
+    pipeline.apply_item_info(b"i1", info("i1", available=True))
+    assert [item.item_id for item in pipeline.recommend("u1", 4, trigger="request").items] == ["i1", "i2", "i3", "i4"]
+
+
+def test_a_category_filter_keeps_only_items_of_those_categories(app: StreamrecApp, outputs) -> None:
+    app.pipeline.apply_item_info(b"i2", info("i2", categories=["jazz", "live"]))
+    app.pipeline.apply_item_info(b"i4", info("i4", categories=["rock"]))
+    raw = json.dumps({"request_id": "r1", "user_id": "u1", "filters": {"categories": ["rock", "jazz"]}}).encode()
+
+    async def scenario(feed: Feed) -> None:
+        await feed.put(raw, key=b"u1")
+
+    run_requests(app, scenario)
+
+    assert [item["item_id"] for item in outputs["recommendations"].values[0]["items"]] == ["i2", "i4"]
+
+
 def test_request_without_k_gets_the_configured_k(app: StreamrecApp, outputs) -> None:
     async def scenario(feed: Feed) -> None:
         await feed.put(json.dumps({"request_id": "r2", "user_id": "u1"}).encode(), key=b"u1")
