@@ -151,6 +151,7 @@ class ModelSettings(_Section):
     index_min_items: int = Field(20_000, ge=0)
     diversity: float = Field(0.0, ge=0, le=1)
     diversity_pool: int = Field(3, ge=1, le=100)
+    explore: float = Field(0.0, ge=0, le=0.5)
 
     def recommender(self, dedup_window: int = 0, half_life_s: float | None = None) -> RecommenderConfig:
         """The pure model's configuration (``half_life_s`` overrides the popularity half-life)."""
@@ -166,7 +167,8 @@ class ModelSettings(_Section):
             half_life_s=self.popularity_half_life_s if half_life_s is None else half_life_s,
             history_size=self.history_size, dedup_window=dedup_window, max_items=self.max_items,
             candidates=self.candidates, trending_candidates=self.trending_candidates,
-            index_min_items=self.index_min_items, diversity=self.diversity, diversity_pool=self.diversity_pool)
+            index_min_items=self.index_min_items, diversity=self.diversity, diversity_pool=self.diversity_pool,
+            explore=self.explore)
 
 
 class IndexSettings(_Section):

@@ -210,6 +210,7 @@ class ItemCatalog(PopularityRanking):
         super().__init__(half_life_s, max_items)
         self.dim = dim
         self._vectors = np.zeros((len(self._scores), dim), dtype=np.float32)
+        self._exposures = np.zeros(len(self._scores), dtype=np.int64)  # times shown, by row
         self._neighbours: dict[ItemId, _Neighbours] = {}  # item -> items chosen just before it
         self._followers: dict[ItemId, _Followers] = {}  # item -> items chosen after it
         self._generation = 0  # counts prunings (rows change)
@@ -273,6 +274,14 @@ class ItemCatalog(PopularityRanking):
                 row = self._index[item_id]
             rows.append(row)
         return np.asarray(rows, dtype=np.intp)
+
+    def expose(self, rows: np.ndarray) -> None:
+        """Count that the items in ``rows`` were shown in a list (exploration favours the least shown)."""
+        np.add.at(self._exposures, rows, 1)
+
+    def exposures(self, rows: np.ndarray) -> np.ndarray:
+        """How often the items in ``rows`` were shown by this worker."""
+        return self._exposures[rows]
 
     def vector(self, item_id: ItemId) -> np.ndarray | None:
         """The item's published vector (a view), or ``None`` if the item is unknown."""
@@ -338,7 +347,9 @@ class ItemCatalog(PopularityRanking):
             grown = np.zeros((len(self._scores), self.dim), dtype=np.float32)
             grown[:self._vectors.shape[0]] = self._vectors
             self._vectors = grown
+            self._exposures = np.resize(self._exposures, len(self._scores))
         self._vectors[row] = 0.0
+        self._exposures[row] = 0
         return row
 
     def _keep_rows(self, keep: np.ndarray) -> None:
@@ -347,6 +358,7 @@ class ItemCatalog(PopularityRanking):
         super()._keep_rows(keep)
         self._generation += 1
         self._vectors[:keep.size] = self._vectors[keep]
+        self._exposures[:keep.size] = self._exposures[keep]
         neighbours = {}
         for item_id in self._ids:
             known = self._neighbours.get(item_id)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamrec.eval.latent import LatentConfig, generate
-from streamrec.models.online_recommender import InProcessRecommender, RecommenderConfig
+from streamrec.models.online_recommender import InProcessRecommender, RecommenderConfig, recommend
 from streamrec.models.rerank import intra_list_diversity, mmr
 
 
@@ -52,3 +52,19 @@ def test_a_diverse_model_gives_more_varied_lists_of_unseen_items() -> None:
         measured = np.mean([model.list_diversity(items) for items in lists[diversity].values()])
         lists[diversity]["_ild"] = measured
     assert lists[0.5]["_ild"] > lists[0.0]["_ild"] + 0.05
+
+
+def test_exploration_gives_a_share_of_slots_to_the_least_shown_candidates() -> None:
+    stream = generate(LatentConfig(n_users=100, n_items=200, n_events=4_000, seed=3)).interactions
+    shown: dict[float, set[str]] = {}
+    for explore in (0.0, 0.2):
+        model = InProcessRecommender(dataclasses.replace(RecommenderConfig(), explore=explore), 10)
+        for event in stream:
+            model.learn_one(event.user_id, event.item_id, 1.0, event.ts_ms)
+        users = [user for user in sorted(model.users) if model.users[user].n_events < 100]
+        ranked = {user: recommend(model.users[user], model.catalog, 10, model.config) for user in users}
+        shown[explore] = {item.item_id for items in ranked.values() for item in items}
+        explored = [item for items in ranked.values() for item in items if item.source == "explore"]
+        assert len(explored) == (0 if explore == 0 else 2 * len(users))  # two of ten slots each
+        assert all(items[-1].source == "explore" for items in ranked.values()) == (explore > 0)
+    assert len(shown[0.2]) > len(shown[0.0]) + 10  # more of the catalogue gets shown
