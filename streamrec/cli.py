@@ -276,6 +276,8 @@ def evaluate(
     rate: Annotated[float, typer.Option(min=1, help="--live: events per second sent.")] = 250.0,
     workers: Annotated[int, typer.Option(min=1, help="--live: worker processes.")] = 1,
     broker: Annotated[str | None, typer.Option(help="--live: use this Kafka broker instead of an embedded one.")] = None,
+    content: Annotated[bool, typer.Option(help="Announce each item's content (MovieLens genres and titles, "
+                                         "when the dataset has them) just before its first event.")] = True,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of rolling HR@K here.")] = None,
     config: ConfigOption = None,
@@ -293,7 +295,7 @@ def evaluate(
     and real workers; the list pushed after a user's previous event is scored
     against their next, and the table compares it with the offline figure.
     """
-    from streamrec.eval.datasets import load_dataset
+    from streamrec.eval.datasets import load_dataset, load_movielens_items
     from streamrec.eval.models import build_models
     from streamrec.eval.prequential import EvaluationSettings
     from streamrec.eval.prequential import evaluate as replay
@@ -313,7 +315,8 @@ def evaluate(
     with _progress() as progress:
         task = progress.add_task(f"replaying {len(interactions):,} events", total=len(interactions),
                                  rate="")
-        reports = replay(interactions, chosen, rules, on_progress=lambda n: progress.advance(task, n))
+        reports = replay(interactions, chosen, rules, on_progress=lambda n: progress.advance(task, n),
+                         items=load_movielens_items(Path(data)) if content and Path(data).exists() else None)
     summary = summarise(reports, k, dataset=data, stride=stride, seed=model_settings.seed,
                         events=len(interactions))
     print_table(err, summary)

@@ -208,6 +208,43 @@ def load_movielens(path: Path) -> list[Interaction]:
     return sorted(interactions, key=_BY_TIME)
 
 
+@dataclass(frozen=True, slots=True)
+class ItemMetadata:
+    """What a dataset says about an item: its categories (genres) and title."""
+
+    categories: tuple[str, ...] = ()
+    title: str | None = None
+
+
+def load_movielens_items(path: Path) -> dict[str, ItemMetadata]:
+    """Titles and genres of MovieLens items, by item id; empty when the files are absent.
+
+    Reads ``u.item`` with ``u.genre`` (100K: ``id|title|date|video|url|`` then one 0/1 flag
+    per genre) or ``movies.dat`` (1M: ``id::title::Genre|Genre``) next to the ratings.
+    MovieLens ships these files in Latin-1.
+    """
+    directory = Path(path) if Path(path).is_dir() else Path(path).parent
+    if (directory / "u.item").is_file() and (directory / "u.genre").is_file():
+        genres = [line.split("|")[0] for line in (directory / "u.genre").read_text("latin-1").splitlines()
+                  if line.strip()]
+        items = {}
+        for line in (directory / "u.item").read_text("latin-1").splitlines():
+            fields = line.split("|")
+            if len(fields) == 5 + len(genres):
+                flags = fields[5:]
+                items[fields[0]] = ItemMetadata(tuple(g for g, flag in zip(genres, flags, strict=True) if flag == "1"),
+                                                fields[1] or None)
+        return items
+    if (directory / "movies.dat").is_file():
+        items = {}
+        for line in (directory / "movies.dat").read_text("latin-1").splitlines():
+            fields = line.split("::")
+            if len(fields) == 3:
+                items[fields[0]] = ItemMetadata(tuple(g for g in fields[2].split("|") if g), fields[1] or None)
+        return items
+    return {}
+
+
 def is_retailrocket_header(names: list[str]) -> bool:
     """Whether CSV header ``names`` are RetailRocket's ``events.csv`` header."""
     return tuple(name.strip().lower() for name in names) == RETAILROCKET_HEADER

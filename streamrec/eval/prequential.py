@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from streamrec.eval.datasets import Interaction
+from streamrec.eval.datasets import Interaction, ItemMetadata
 from streamrec.models.baselines import OnlineModel
 from streamrec.models.user_state import UserState
 from streamrec.models.weights import event_weight
@@ -53,6 +53,8 @@ class ModelReport:
     overall: SplitScore = field(default_factory=SplitScore)
     new_users: SplitScore = field(default_factory=SplitScore)
     returning_users: SplitScore = field(default_factory=SplitScore)
+    new_items: SplitScore = field(default_factory=SplitScore)
+    """Events whose item nobody had chosen before (only content can put it in a list)."""
     recommended: set[str] = field(default_factory=set)
     seconds: float = 0.0
     rolling_hits: list[int] = field(default_factory=list)
@@ -70,6 +72,7 @@ class ModelReport:
                for name, value in self.overall.as_dict().items()},
             "new_users": self.new_users.as_dict(),
             "returning_users": self.returning_users.as_dict(),
+            "new_items": self.new_items.as_dict(),
             "coverage": len(self.recommended) / max(self.catalogue_size, 1),
             "diversity": self.diversity_total / self.diversity_lists if self.diversity_lists else None,
             "events_per_s": self.overall.n / self.seconds if self.seconds > 0 else 0.0,
@@ -97,14 +100,27 @@ def _rank(recommended: list[tuple[str, float]], item_id: str) -> int | None:
 
 
 def evaluate(stream: Iterable[Interaction], models: Mapping[str, OnlineModel],
-             settings: EvaluationSettings,
-             on_progress: Callable[[int], None] | None = None) -> dict[str, ModelReport]:
-    """Replay ``stream`` through every model, test-then-train; return a report per model."""
+             settings: EvaluationSettings, on_progress: Callable[[int], None] | None = None,
+             items: Mapping[str, ItemMetadata] | None = None) -> dict[str, ModelReport]:
+    """Replay ``stream`` through every model, test-then-train; return a report per model.
+
+    With ``items`` (content per item id), each item is announced to the models that take
+    announcements just before its first event, as if it had just been added to the catalogue.
+    """
     reports = {name: ModelReport() for name in models}
     histories: dict[str, UserState] = {}
     catalogue: set[str] = set()
     for index, event in enumerate(stream):
         history = histories.setdefault(event.user_id, UserState())
+        new_item = event.item_id not in catalogue
+        if new_item and items is not None and event.item_id in items:
+            meta = items[event.item_id]
+            for name, model in models.items():
+                announce = getattr(model, "announce", None)
+                if announce is not None:
+                    started = time.perf_counter()
+                    announce(event.item_id, meta.categories, meta.title)
+                    reports[name].seconds += time.perf_counter() - started
         if index % settings.stride == 0:
             split = "new_users" if history.n_events == 0 else "returning_users"
             seen = set(history.seen)
@@ -113,7 +129,10 @@ def evaluate(stream: Iterable[Interaction], models: Mapping[str, OnlineModel],
                 started = time.perf_counter()
                 top = model.recommend(event.user_id, settings.k, exclude=exclude)
                 reports[name].seconds += time.perf_counter() - started
-                _score(reports[name], split, _rank(top, event.item_id), top)
+                rank = _rank(top, event.item_id)
+                _score(reports[name], split, rank, top)
+                if new_item:
+                    reports[name].new_items.add(rank)
                 measure = getattr(model, "list_diversity", None)
                 if measure is not None and len(top) > 1:  # not timed: a metric, not the model's work
                     reports[name].diversity_total += measure([item for item, _ in top])

@@ -24,13 +24,14 @@ def print_table(console: Console, summary: Mapping[str, Any]) -> None:
     k = summary["k"]
     table = Table(title=f"prequential evaluation @ {k} ({summary.get('dataset', 'stream')})")
     for column in ("model", f"HR@{k}", f"NDCG@{k}", f"MRR@{k}", "HR new", "HR returning",
-                   "coverage", "diversity", "events/s"):
+                   "HR new items", "coverage", "diversity", "events/s"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, figures in summary["models"].items():
         table.add_row(
             name, f"{figures[f'hr@{k}']:.4f}", f"{figures[f'ndcg@{k}']:.4f}",
             f"{figures[f'mrr@{k}']:.4f}", f"{figures['new_users']['hr']:.4f}",
-            f"{figures['returning_users']['hr']:.4f}", f"{figures['coverage']:.3f}",
+            f"{figures['returning_users']['hr']:.4f}", f"{figures['new_items']['hr']:.4f}",
+            f"{figures['coverage']:.3f}",
             "-" if figures.get("diversity") is None else f"{figures['diversity']:.3f}",
             f"{figures['events_per_s']:,.0f}")
     console.print(table)

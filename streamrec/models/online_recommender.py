@@ -21,12 +21,13 @@ import math
 import random
 import statistics
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from streamrec.models.content import ContentMap, content_features
 from streamrec.models.items import ItemCatalog, ItemConfig, ItemDelta, OwnedItem
 from streamrec.models.kernels import SOURCES, fuse_top_k
 from streamrec.models.online_mf import (
@@ -299,6 +300,8 @@ class InProcessRecommender:
         self._since_publish = 0
         self._rng = random.Random(self.config.mf.seed)
         self._items = self.config.items
+        self.content = ContentMap(self.config.mf.dim)
+        self._features: dict[ItemId, dict[int, float]] = {}  # content features of announced items
 
     def learn_one(self, user_id: UserId, item_id: ItemId, weight: float = 1.0, ts_ms: int | None = None) -> None:
         """Learn one event exactly as the worker does (``ts_ms`` defaults to the latest seen)."""
@@ -324,10 +327,25 @@ class InProcessRecommender:
             owned.apply(item_id, delta, self._items)
             published = owned.published(self._items)
             self.catalog.upsert(item_id, published)
+            features = self._features.get(item_id)
+            if features:  # the events' embedding of an item teaches the content map
+                self.content.learn(features, published.vector)
             if self.index is not None:
                 self.index.upsert(item_id, published.vector)
         if self.index is not None:
             self.index.maybe_rebuild(background=False)  # in step: results must not depend on thread timing
+
+    def announce(self, item_id: ItemId, categories: Iterable[str], title: str | None = None) -> None:
+        """A new item with content: it enters the catalogue (and index) with the vector its content
+        predicts, so it can be recommended before its first event."""
+        features = content_features(categories, title, None, self.content.buckets)
+        self._features[item_id] = features
+        if features and self.catalog.row(item_id) is None:
+            vector = self.content.vector(features)
+            self.owned[item_id] = OwnedItem(vector=vector.copy())  # its owner starts from the content too
+            self.catalog.upsert(item_id, OwnedItem(vector=vector).published(self._items))
+            if self.index is not None:
+                self.index.upsert(item_id, vector)
 
     def recommend(self, user_id: UserId, k: int, exclude: Collection[ItemId] = ()) -> list[tuple[ItemId, float]]:
         """The user's top ``k`` now (trending for an unknown user)."""
