@@ -277,7 +277,8 @@ def evaluate(
     workers: Annotated[int, typer.Option(min=1, help="--live: worker processes.")] = 1,
     broker: Annotated[str | None, typer.Option(help="--live: use this Kafka broker instead of an embedded one.")] = None,
     content: Annotated[bool, typer.Option(help="Announce each item's content (MovieLens genres and titles, "
-                                         "when the dataset has them) just before its first event.")] = True,
+                                         "when the dataset has them) just before its first event "
+                                         "(not with --live).")] = True,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of rolling HR@K here.")] = None,
     config: ConfigOption = None,
@@ -316,7 +317,8 @@ def evaluate(
         task = progress.add_task(f"replaying {len(interactions):,} events", total=len(interactions),
                                  rate="")
         reports = replay(interactions, chosen, rules, on_progress=lambda n: progress.advance(task, n),
-                         items=load_movielens_items(Path(data)) if content and Path(data).exists() else None)
+                         items=load_movielens_items(Path(data)) if content and not live and Path(data).exists()
+                         else None)  # workers do not announce content yet: --live compares like with like
     summary = summarise(reports, k, dataset=data, stride=stride, seed=model_settings.seed,
                         events=len(interactions))
     print_table(err, summary)
