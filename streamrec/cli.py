@@ -318,7 +318,7 @@ def evaluate(
                                  rate="")
         reports = replay(interactions, chosen, rules, on_progress=lambda n: progress.advance(task, n),
                          items=load_movielens_items(Path(data)) if content and not live and Path(data).exists()
-                         else None)  # workers do not announce content yet: --live compares like with like
+                         else None)  # --live replays only events: compare like with like
     summary = summarise(reports, k, dataset=data, stride=stride, seed=model_settings.seed,
                         events=len(interactions))
     print_table(err, summary)

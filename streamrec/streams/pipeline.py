@@ -30,6 +30,7 @@ from faust.types import EventT
 from streamrec.config import Settings
 from streamrec.errors import InvalidRecord
 from streamrec.index.live_index import LiveIndex
+from streamrec.models.content import ContentMap, content_features
 from streamrec.models.items import ItemDelta, OwnedItem
 from streamrec.models.online_recommender import MODEL_VERSION, learn, recommend
 from streamrec.models.user_state import UserState
@@ -82,6 +83,10 @@ class Pipeline:
         self.item_info_ready = asyncio.Event()
         self.unavailable: set[str] = set()
         self.item_categories: dict[str, frozenset[str]] = {}
+        # Content cold start: features of items announced with content, and the map from
+        # them to embeddings, learnt from the item vectors this worker replicates.
+        self.content = ContentMap(self.config.mf.dim)
+        self.item_features: dict[str, dict[int, float]] = {}
         n = settings.topics.partitions
         self.events = app.topic(self.names.events, partitions=n, **_RAW)
         self.requests = app.topic(self.names.requests, partitions=n, **_RAW)
@@ -111,6 +116,16 @@ class Pipeline:
             self.item_categories[info.item_id] = info.categories
         else:
             self.item_categories.pop(info.item_id, None)
+        features = content_features(info.categories, info.title, info.text, self.content.buckets)
+        if features:
+            self.item_features[info.item_id] = features
+        else:
+            self.item_features.pop(info.item_id, None)
+        if features and info.available and self.catalog.row(info.item_id) is None:
+            # New, never chosen: it enters with the vector its content predicts.
+            vector = self.content.vector(features)
+            self.catalog.upsert(info.item_id, OwnedItem(vector=vector).published(self.config.items))
+            self.index.upsert(info.item_id, vector)
         if not info.available:
             self.unavailable.add(info.item_id)
             self.index.remove(info.item_id)  # out of every list from now on
@@ -286,7 +301,10 @@ class Pipeline:
         except InvalidRecord as exc:
             await self.send_dead_letter(f"internal item update is malformed: {exc.reason}", event)
             return
-        item = OwnedItem.from_dict(self.items.get(item_key))
+        stored = self.items.get(item_key)
+        item = OwnedItem.from_dict(stored)
+        if stored is None and item_id in self.item_features:  # a new item starts from its content
+            item.vector = self.content.vector(self.item_features[item_id])
         item.apply(item_id, delta, self.config.items)
         self.items[item_key] = item.to_dict()
         self._dirty_items[item_id] = item
@@ -321,6 +339,9 @@ class Pipeline:
             return
         item_id, item = decode_item_state(value, self.config.mf.dim)
         self.catalog.upsert(item_id, item)
+        features = self.item_features.get(item_id)
+        if features:  # an item the events have placed teaches the content map
+            self.content.learn(features, item.vector)
         if item_id not in self.unavailable:
             self.index.upsert(item_id, item.vector)  # searchable now; folded into the FAISS build later
             self.index.maybe_rebuild(background=True)
