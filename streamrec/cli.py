@@ -411,6 +411,30 @@ def bench_index(
     typer.echo(json.dumps(result))
 
 
+@bench_app.command("restart")
+def bench_restart(
+    items: Annotated[int, typer.Option(min=100, help="Item vectors written to the item-state topic.")] = 100_000,
+    rounds: Annotated[int, typer.Option(min=1, help="Restarts per case (with and without the snapshot).")] = 2,
+    users: Annotated[int, typer.Option(min=1, help="Users seeded with events; the probes ask for them.")] = 50,
+    observe_s: Annotated[float, typer.Option(min=1, help="Seconds of requests timed after the first answer.")] = 10.0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Time to first recommendation after a worker restart: with its index snapshot vs rebuilding from the topic.
+
+    Runs an embedded broker and restarts one worker; the model's dimension and index settings come from the config.
+    """
+    from streamrec.load.restart import benchmark_restart
+
+    result = benchmark_restart(_settings(config), items, rounds, users, observe_s,
+                               say=lambda text: err.print(text, markup=False, highlight=False))
+    for mode, figures in result["median"].items():
+        err.print(f"median {mode:8s}: " + ", ".join(f"{key} {value}" for key, value in figures.items()))
+    if json_out is not None:
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
+    typer.echo(json.dumps(result))
+
+
 def main() -> None:
     """Entry point of the ``streamrec`` console script."""
     try:

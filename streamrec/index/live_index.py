@@ -276,6 +276,16 @@ class LiveIndex:
         return self._version
 
     @property
+    def delta_items(self) -> int:
+        """Items searched exactly outside the FAISS main index (folded in by the next rebuild)."""
+        return len(self._delta)
+
+    @property
+    def rebuilding(self) -> bool:
+        """Whether a rebuild is running."""
+        return self._builder is not None
+
+    @property
     def kind(self) -> str:
         """The structure of the current main index: ``flat``, ``hnsw`` or ``ivf``."""
         index = self._main.index
@@ -341,14 +351,20 @@ class LiveIndex:
             raise ValueError(f"item {item_id!r}: need {self.config.dim} finite components, "
                              f"got shape {vector.shape} (finite: {bool(np.isfinite(vector).all())})")
         with self._lock:
-            label = self._main.label.get(item_id)
-            if label is not None and np.array_equal(self._main.index.reconstruct(label), vector):
-                return  # unchanged (e.g. the item-vector topic re-read after loading a snapshot)
+            if self._unchanged(item_id, vector):
+                return  # e.g. the item-vector topic re-read after loading a snapshot
             self._version += 1
             self._main.kill(item_id)
             self._delta.put(item_id, vector, self._version)
             if self._changed_while_building is not None:
                 self._changed_while_building.add(item_id)
+
+    def _unchanged(self, item_id: ItemId, vector: np.ndarray) -> bool:
+        slot = self._delta.slot.get(item_id)
+        if slot is not None:
+            return np.array_equal(self._delta.vectors[slot], vector)
+        label = self._main.label.get(item_id)
+        return label is not None and np.array_equal(self._main.index.reconstruct(label), vector)
 
     def remove(self, item_id: ItemId) -> bool:
         """Forget an item; ``False`` if it was not there."""
@@ -385,7 +401,8 @@ class LiveIndex:
             ids = [main.ids[label] for label in labels.tolist()] + list(delta.ids)
             delta_vectors = delta.vectors[:len(delta)].copy()
             self._changed_while_building = set()
-            self._builder = threading.Thread(target=self._build, args=(main.index, labels, ids, delta_vectors),
+            self._builder = threading.Thread(target=self._build, args=(main.index, labels, ids, delta_vectors,
+                                                                       background),
                                              name="index-rebuild", daemon=True)
         if background:
             self._builder.start()
@@ -394,13 +411,17 @@ class LiveIndex:
         return True
 
     def wait_for_rebuild(self, timeout: float | None = None) -> None:
-        """Block until a running rebuild has swapped in."""
-        builder = self._builder
-        if builder is not None and builder.is_alive():
-            builder.join(timeout)
+        """Block until no rebuild is running, including one chained after the last."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (builder := self._builder) is not None and builder.is_alive():
+            builder.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if deadline is not None and time.monotonic() >= deadline:
+                return
 
-    def _build(self, old: faiss.Index, labels: np.ndarray, ids: list[ItemId], delta_vectors: np.ndarray) -> None:
+    def _build(self, old: faiss.Index, labels: np.ndarray, ids: list[ItemId], delta_vectors: np.ndarray,
+               chain: bool) -> None:
         started = time.perf_counter()
+        swapped = False
         try:
             kept = old.reconstruct_batch(labels) if labels.size else np.zeros((0, self.config.dim), np.float32)
             index = build_faiss_index(np.concatenate((kept, delta_vectors)), self.config)
@@ -416,10 +437,13 @@ class LiveIndex:
                 self._main, self._delta = main, delta
                 self.rebuilds += 1
                 self.last_build_s = time.perf_counter() - started
+                swapped = True
         finally:
             with self._lock:
                 self._changed_while_building = None
                 self._builder = None
+                if chain and swapped:  # what changed during a long build may already be due: upserts may have stopped
+                    self.maybe_rebuild(background=True)
 
     # -- snapshots ------------------------------------------------------------------------
 

@@ -122,6 +122,11 @@ def _register_processors(app: StreamrecApp, pipeline: Pipeline) -> None:
         async for event in stream.events():
             await pipeline.guarded(pipeline.on_item_update, event)
 
+    @app.agent(pipeline.item_info, name="streamrec.item-info")
+    async def check_item_info(stream: StreamT) -> None:
+        async for event in stream.events():
+            await pipeline.guarded(pipeline.check_item_info, event)
+
     @app.timer(pipeline.settings.model.item_publish_interval_ms / 1000.0)
     async def publish_coalesced() -> None:
         await pipeline.publish_coalesced()

@@ -38,6 +38,13 @@ class WorkerMetrics:
         self.catalog_items = Gauge(
             "streamrec_catalog_items", "Items in this worker's replica of the item state.",
             registry=self.registry)
+        self.index_items = Gauge(
+            "streamrec_index_items", "Items searchable in this worker's vector index.", registry=self.registry)
+        self.index_delta_items = Gauge(
+            "streamrec_index_delta_items", "Index items searched exactly, waiting for the next FAISS rebuild.",
+            registry=self.registry)
+        self.index_rebuilding = Gauge(
+            "streamrec_index_rebuilding", "1 while the index rebuilds in the background.", registry=self.registry)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

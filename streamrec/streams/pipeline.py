@@ -94,6 +94,7 @@ class Pipeline:
         self.dead_letter = app.topic(self.names.dead_letter, partitions=n, **_RAW)
         self.item_updates = app.topic(self.names.item_updates, partitions=n, **_RAW)
         self.item_state = app.topic(self.names.item_state, partitions=n, **_RAW)
+        self.item_info = app.topic(self.names.items, partitions=n, **_RAW)
         # bytes keys use the raw serializer, so a table key partitions exactly
         # like the topic key (HTTP routing to the owner relies on it).
         table_options: dict[str, Any] = {"partitions": n, "key_type": bytes, "default": None}
@@ -105,6 +106,9 @@ class Pipeline:
         self._pending_updates: dict[str, ItemDelta] = {}
         self._dirty_items: dict[str, OwnedItem] = {}
         self.metrics.assigned_partitions.set_function(self.owned_event_partitions)
+        self.metrics.index_items.set_function(lambda: len(self.index))
+        self.metrics.index_delta_items.set_function(lambda: self.index.delta_items)
+        self.metrics.index_rebuilding.set_function(lambda: self.index.rebuilding)
         self.items.on_recover(self.republish_owned_items)
 
     def apply_item_info(self, key: bytes | None, value: bytes | None) -> None:
@@ -134,6 +138,16 @@ class Pipeline:
             vector = self.catalog.vector(info.item_id)
             if vector is not None:
                 self.index.upsert(info.item_id, vector)
+
+    async def check_item_info(self, event: EventT) -> None:
+        """Dead-letter a malformed ``streamrec.items`` record (read once, by the partition's owner).
+
+        Every worker's replica applies the valid ones (:meth:`apply_item_info`) and skips the rest.
+        """
+        try:
+            decode_item_info(event.value, self.settings.events)
+        except InvalidRecord as exc:
+            await self.send_dead_letter(exc.reason, event)
 
     async def restore_index(self) -> None:
         """Load the index snapshot left by the last run (before the item-state replay tops it up).

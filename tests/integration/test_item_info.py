@@ -1,4 +1,4 @@
-"""Item info on streamrec.items: unavailable items leave every list, category filters hold."""
+"""Item info on streamrec.items: unavailable items leave every list, category filters hold, bad records are dead-lettered."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_unavailable_items_disappear_and_request_filters_hold(settings: Settings
     items = [f"i{n}" for n in range(10)]
     send(settings, names.items, [(item.encode(), json.dumps(
         {"item_id": item, "categories": ["even" if n % 2 == 0 else "odd"], "title": f"Item {n}"}).encode())
-        for n, item in enumerate(items)])
+        for n, item in enumerate(items)] + [(b"bad", b'{"item_id": "bad", "categories": "not a list"}')])
     worker = start_worker(settings)
     events = [{"user_id": f"u{n % 4}", "item_id": items[n % 10], "type": "purchase", "event_id": f"e{n}",
                "ts": 1_700_000_000_000 + n} for n in range(40)]
@@ -53,3 +53,7 @@ def test_unavailable_items_disappear_and_request_filters_hold(settings: Settings
     odd = {item["item_id"] for item in answer["items"]}
     assert odd and odd <= {"i1", "i3", "i5", "i7", "i9"}, answer
     assert all(item.get("source") in {"ann", "co-visit", "trending"} for v in after for item in v["items"])
+
+    # The malformed record was dead-lettered once (by its partition's owner), not by every replica read.
+    letters = collect(settings, names.dead_letter, lambda r: False, timeout_s=5)  # all there is
+    assert [v["payload"] for v in values(letters)] == ['{"item_id": "bad", "categories": "not a list"}'], letters

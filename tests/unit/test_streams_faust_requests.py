@@ -193,6 +193,18 @@ def test_malformed_item_update_goes_to_the_dead_letter_topic(app: StreamrecApp, 
     assert app.pipeline.items.get(b"i9") is None
 
 
+def test_malformed_item_info_is_dead_lettered_and_valid_info_is_not(app: StreamrecApp, outputs) -> None:
+    async def scenario(feed: Feed) -> None:
+        await feed.agent.put(json.dumps({"item_id": "i1", "categories": ["a"]}).encode(), key=b"i1")
+        await feed.agent.put(json.dumps({"item_id": "i2", "available": "no"}).encode(), key=b"i2")
+        await until(lambda: bool(outputs["dead_letter"].messages))
+
+    run_agent(app, "streamrec.item-info", scenario)
+
+    [letter] = outputs["dead_letter"].values
+    assert "'available' must be true or false" in letter["error"] and letter["topic"] == f"{PREFIX}items"
+
+
 def test_item_state_record_updates_the_local_ranking(app: StreamrecApp) -> None:
     pipeline = app.pipeline
     vector = [0.25] * pipeline.config.mf.dim
