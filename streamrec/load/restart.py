@@ -35,10 +35,11 @@ from streamrec.load.demo import worker_process
 from streamrec.load.producer import produce, stamp_event
 from streamrec.models.items import OwnedItem
 from streamrec.streams.records import encode_item_state
+from streamrec.streams.snapshot import REPLICA_FILE
 from streamrec.streams.topics import TopicNames, create_topics
 
 MODES = ("snapshot", "topic")
-"""``snapshot``: the index directory from the last clean stop is kept; ``topic``: it is deleted first."""
+"""``snapshot``: the snapshot of the last clean stop is kept; ``topic``: it is deleted first."""
 _INFO_LOG = {"STREAMREC_WORKER__LOG_LEVEL": "info"}  # the worker logs its snapshot load at info
 
 
@@ -94,6 +95,7 @@ def _one_start(settings: Settings, workdir: Path, mode: str, run: int, users: in
                observe_s: float, timeout_s: float) -> dict[str, Any]:
     if mode == "topic":
         shutil.rmtree(Path(settings.worker.data_dir) / "index", ignore_errors=True)
+        (Path(settings.worker.data_dir) / REPLICA_FILE).unlink(missing_ok=True)
     index = settings.index.config(settings.model.dim)
     delta_limit = max(index.rebuild_delta_items, index.rebuild_delta_share * items)
     log_path = workdir / f"worker-{run}-{mode}.log"
@@ -126,13 +128,14 @@ def _one_start(settings: Settings, workdir: Path, mode: str, run: int, users: in
             if first_answer_s is not None and now - started >= first_answer_s + observe_s:
                 time.sleep(0.2)  # only waiting for the index now
         stop_started = time.monotonic()
-    loaded = [line for line in log_path.read_text(errors="replace").splitlines() if "index snapshot loaded" in line]
+    loaded = [line.split("] ")[-1].strip() for line in log_path.read_text(errors="replace").splitlines()
+              if "snapshot loaded" in line]
     return {
         "mode": mode, "first_answer_s": _round(first_answer_s), "index_complete_s": _round(complete_s),
         "requests": len(latencies_ms),
         "request_p50_ms": _round(float(np.percentile(latencies_ms, 50)) if latencies_ms else None),
         "request_p99_ms": _round(float(np.percentile(latencies_ms, 99)) if latencies_ms else None),
-        "stop_s": _round(time.monotonic() - stop_started), "snapshot_loaded": loaded[-1].split("index ")[-1] if loaded else None,
+        "stop_s": _round(time.monotonic() - stop_started), "snapshot_loaded": loaded,
     }
 
 

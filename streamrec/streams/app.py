@@ -18,6 +18,8 @@ from streamrec.streams.topics import ssl_context
 from streamrec.streams.transport import ConsumerTuning, Transport
 from streamrec.streams.web import register_views
 
+_STOP_REBUILD_WAIT_S = 5.0  # well inside `docker stop`'s default 10 s grace period
+
 
 class StreamrecApp(faust.App):
     """A Faust app whose worker consumer is tuned for latency (see ``transport.py``)."""
@@ -44,10 +46,15 @@ class StreamrecApp(faust.App):
         return await self._start_producer_once()
 
     async def on_stop(self) -> None:
-        """Let a running index rebuild finish (its thread is inside FAISS), then snapshot the index."""
-        await asyncio.to_thread(self.pipeline.index.wait_for_rebuild)
+        """Snapshot the index, giving a running rebuild a few seconds to land first.
+
+        The snapshot holds the delta too, so it is complete either way; a long rebuild is
+        left behind (the next start folds the delta in again) rather than holding up a stop
+        that a supervisor would end with SIGKILL, losing the snapshot.
+        """
+        await asyncio.to_thread(self.pipeline.index.wait_for_rebuild, _STOP_REBUILD_WAIT_S)
         try:
-            await self.pipeline.save_index()
+            await self.pipeline.save_snapshot()
         except OSError as exc:  # a full or read-only disk must not turn a clean stop into a crash
             logging.getLogger(__name__).warning("index snapshot not saved: %s", exc)
         await super().on_stop()
@@ -134,15 +141,14 @@ def _register_processors(app: StreamrecApp, pipeline: Pipeline) -> None:
     if pipeline.settings.index.snapshot_interval_s > 0:
         @app.timer(pipeline.settings.index.snapshot_interval_s)
         async def snapshot_index() -> None:
-            await pipeline.save_index()
+            await pipeline.save_snapshot()
 
     @app.task
-    async def replicate_item_info() -> None:
-        await replicate_topic(pipeline.settings.kafka, pipeline.names.items, pipeline.apply_item_info,
-                              pipeline.item_info_ready)
-
-    @app.task
-    async def replicate_item_state() -> None:
-        await pipeline.restore_index()  # first: replayed vectors that did not change are then no-ops
-        await replicate_topic(pipeline.settings.kafka, pipeline.names.item_state,
-                              pipeline.apply_item_state, pipeline.catalogue_ready)
+    async def replicate_items() -> None:
+        await pipeline.restore_snapshot()  # first: the replicas then resume where it was taken
+        kafka, names, offsets = pipeline.settings.kafka, pipeline.names, pipeline.replica_offsets
+        await asyncio.gather(
+            replicate_topic(kafka, names.items, pipeline.apply_item_info, pipeline.item_info_ready,
+                            offsets.setdefault(names.items, {})),
+            replicate_topic(kafka, names.item_state, pipeline.apply_item_state, pipeline.catalogue_ready,
+                            offsets.setdefault(names.item_state, {})))

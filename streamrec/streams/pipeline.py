@@ -36,6 +36,7 @@ from streamrec.models.online_recommender import MODEL_VERSION, learn, recommend
 from streamrec.models.user_state import UserState
 from streamrec.models.weights import event_weight
 from streamrec.streams.metrics import WorkerMetrics
+from streamrec.streams import snapshot
 from streamrec.streams.records import (
     DeadLetter,
     InvalidRequest,
@@ -49,6 +50,7 @@ from streamrec.streams.records import (
     encode_item_state,
     encode_item_update,
 )
+from streamrec.streams.snapshot import ItemReplicas, Offsets
 from streamrec.streams.topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -72,8 +74,8 @@ class Pipeline:
         self.metrics = WorkerMetrics()
         self.config = settings.model.recommender(settings.events.dedup_window)
         self.catalog = self.config.new_catalog()  # this worker's replica of every item
-        self.index_dir = Path(settings.worker.data_dir) / "index"
-        # The replica's vectors, for candidate search; restore_index() swaps in the last snapshot.
+        self.data_dir = Path(settings.worker.data_dir)
+        # The replica's vectors, for candidate search; restore_snapshot() swaps in the last snapshot.
         self.index = LiveIndex(settings.index.config(self.config.mf.dim))
         self.rng = random.Random(self.config.mf.seed)  # negative sampling
         # Set once the replica has read the item-state present at start: until then a
@@ -87,6 +89,7 @@ class Pipeline:
         # them to embeddings, learnt from the item vectors this worker replicates.
         self.content = ContentMap(self.config.mf.dim)
         self.item_features: dict[str, dict[int, float]] = {}
+        self.replica_offsets: Offsets = {}  # where the replicas are in the item topics
         n = settings.topics.partitions
         self.events = app.topic(self.names.events, partitions=n, **_RAW)
         self.requests = app.topic(self.names.requests, partitions=n, **_RAW)
@@ -149,26 +152,34 @@ class Pipeline:
         except InvalidRecord as exc:
             await self.send_dead_letter(exc.reason, event)
 
-    async def restore_index(self) -> None:
-        """Load the index snapshot left by the last run (before the item-state replay tops it up).
+    def item_replicas(self) -> ItemReplicas:
+        """This worker's item replicas, by reference (what a snapshot freezes)."""
+        return ItemReplicas(self.catalog, self.content, self.unavailable, self.item_categories,
+                            self.item_features, self.replica_offsets)
 
-        Loading runs in a thread; an unreadable snapshot is logged and skipped (the replay
-        then fills the empty index).
+    async def restore_snapshot(self) -> None:
+        """Load the index and item replicas the last run left (before the item topics are read).
+
+        With both, the replicas resume the item topics where the snapshot was taken; with the
+        index alone they re-read the topics on top of it (unchanged vectors are no-ops).
         """
-        started = time.perf_counter()
-        try:
-            loaded = await asyncio.to_thread(LiveIndex.load, self.index_dir, self.index.config)
-        except ValueError as exc:
-            log.warning("starting with an empty index: %s", exc)
-            return
-        if loaded is not None:
-            self.index, metadata = loaded
-            log.info("index snapshot loaded: %d items (%s) in %.2f s, saved at %s", len(self.index),
-                     self.index.kind, time.perf_counter() - started, metadata.get("saved_ms"))
+        index, replicas = await asyncio.to_thread(snapshot.load, self.data_dir, self.index.config)
+        if index is not None:
+            self.index = index
+        if replicas is not None:
+            self.catalog, self.content = replicas.catalog, replicas.content
+            self.unavailable, self.item_categories = replicas.unavailable, replicas.categories
+            self.item_features, self.replica_offsets = replicas.features, replicas.offsets
+            self.metrics.catalog_items.set(len(self.catalog))
 
-    async def save_index(self) -> None:
-        """Snapshot the index in a thread (searches and upserts go on meanwhile)."""
-        await asyncio.to_thread(self.index.save, self.index_dir, {"saved_ms": now_ms(), "items": len(self.index)})
+    async def save_snapshot(self) -> None:
+        """Snapshot the index and the item replicas; the files are written in a thread.
+
+        The replicas are copied on the event loop, between two applied records, so they
+        match their offsets (about a second per 100k items, every ``index.snapshot_interval_s``).
+        """
+        frozen = snapshot.freeze(self.item_replicas())
+        await asyncio.to_thread(snapshot.save, self.data_dir, self.index, frozen, {"saved_ms": now_ms()})
 
     def owned_event_partitions(self) -> int:
         """How many events partitions this worker owns now (0 while rebalancing)."""

@@ -24,12 +24,16 @@ ApplyRecord = Callable[[bytes | None, bytes | None], None]
 
 
 async def replicate_topic(kafka: KafkaSettings, topic: str, apply: ApplyRecord,
-                          ready: asyncio.Event | None = None) -> None:
-    """Apply every record of ``topic`` (all partitions, from the start) until cancelled.
+                          ready: asyncio.Event | None = None, positions: dict[int, int] | None = None) -> None:
+    """Apply every record of ``topic`` (all partitions) until cancelled.
 
+    ``positions`` (partition -> next offset) says where to start, from a snapshot (partitions
+    not in it start from the beginning; an offset past a partition's end restarts it from its
+    beginning), and is kept up to date as records are applied.
     ``ready`` is set once the replica has caught up with the records present at start.
     A record that ``apply`` rejects is logged and skipped: it must not stop replication.
     """
+    positions = {} if positions is None else positions
     consumer = AIOKafkaConsumer(
         **client_options(kafka), group_id=None, enable_auto_commit=False,
         auto_offset_reset="earliest", fetch_max_wait_ms=max(kafka.fetch_max_wait_ms, 1),
@@ -38,7 +42,12 @@ async def replicate_topic(kafka: KafkaSettings, topic: str, apply: ApplyRecord,
     try:
         partitions = await _partitions(consumer, topic)
         consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        fresh = [tp for tp in partitions if tp.partition not in positions]
+        if fresh:  # no arguments would mean every partition
+            await consumer.seek_to_beginning(*fresh)
+        for tp in partitions:
+            if tp.partition in positions:
+                consumer.seek(tp, positions[tp.partition])
         while True:
             batches = await consumer.getmany(timeout_ms=200, max_records=5000)
             for records in batches.values():
@@ -48,6 +57,7 @@ async def replicate_topic(kafka: KafkaSettings, topic: str, apply: ApplyRecord,
                     except ValueError as exc:  # InvalidRecord is a ValueError
                         log.warning("skipping malformed record %s[%d]@%d: %r", topic,
                                     record.partition, record.offset, exc)
+                positions[record.partition] = record.offset + 1
             if ready is not None and not ready.is_set() and await _caught_up(consumer, partitions):
                 ready.set()
     finally:

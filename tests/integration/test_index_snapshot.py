@@ -39,5 +39,6 @@ def test_queries_use_the_index_and_a_restart_loads_its_snapshot(settings: Settin
     restarted = start_worker(settings, name="restarted")
 
     assert "index snapshot loaded: 12 items" in restarted.log(), restarted.log()[-2000:]
+    assert "item replica snapshot loaded: 12 items" in restarted.log(), restarted.log()[-2000:]
     answer = request_recommendations(settings, "dave", timeout_s=15)  # a new user: trending, via the index
     assert {item["item_id"] for item in answer["items"]} <= set(items) and answer["items"]
