@@ -96,8 +96,7 @@ def _one_start(settings: Settings, workdir: Path, mode: str, run: int, users: in
     if mode == "topic":
         shutil.rmtree(Path(settings.worker.data_dir) / "index", ignore_errors=True)
         (Path(settings.worker.data_dir) / REPLICA_FILE).unlink(missing_ok=True)
-    index = settings.index.config(settings.model.dim)
-    delta_limit = max(index.rebuild_delta_items, index.rebuild_delta_share * items)
+    delta_limit = _delta_limit(settings, items)
     log_path = workdir / f"worker-{run}-{mode}.log"
     started = time.monotonic()
     first_answer_s = complete_s = None
@@ -118,10 +117,7 @@ def _one_start(settings: Settings, workdir: Path, mode: str, run: int, users: in
                     first_answer_s = time.monotonic() - started
                 else:
                     latencies_ms.append((time.monotonic() - now) * 1000)
-            samples = read_metrics(settings)
-            if (complete_s is None and samples.get("streamrec_index_items", 0) >= items
-                    and samples.get("streamrec_index_delta_items", items) <= delta_limit
-                    and not samples.get("streamrec_index_rebuilding", 1)):
+            if complete_s is None and _index_complete(read_metrics(settings), items, delta_limit):
                 complete_s = time.monotonic() - started
             if complete_s is not None and first_answer_s is not None and now - started >= first_answer_s + observe_s:
                 break
@@ -137,6 +133,17 @@ def _one_start(settings: Settings, workdir: Path, mode: str, run: int, users: in
         "request_p99_ms": _round(float(np.percentile(latencies_ms, 99)) if latencies_ms else None),
         "stop_s": _round(time.monotonic() - stop_started), "snapshot_loaded": loaded,
     }
+
+
+def _delta_limit(settings: Settings, items: int) -> float:
+    index = settings.index.config(settings.model.dim)
+    return max(index.rebuild_delta_items, index.rebuild_delta_share * items)
+
+
+def _index_complete(samples: dict[str, float], items: int, delta_limit: float) -> bool:
+    """Every item searchable and at most a delta the index would not rebuild for, no rebuild running."""
+    return (samples.get("streamrec_index_items", 0) >= items and not samples.get("streamrec_index_rebuilding", 1)
+            and samples.get("streamrec_index_delta_items", items) <= delta_limit)
 
 
 def _round(value: float | None) -> float | None:
@@ -157,12 +164,17 @@ def benchmark_restart(settings: Settings, items: int, rounds: int, users: int = 
         ids = _publish_catalogue(settings, items, settings.model.dim)
         say(f"first start (builds the index from the topic), seeding {users} users...")
         with worker_process(settings, workdir / "worker-seed.log", None, _INFO_LOG):
-            deadline = time.monotonic() + timeout_s
+            deadline, delta_limit = time.monotonic() + timeout_s, _delta_limit(settings, items)
             while http_get(settings, "/recommendations/user-0", timeout_s) is None:
                 if time.monotonic() > deadline:
                     raise StreamrecError(f"the first worker did not serve within {timeout_s:.0f}s; see {workdir}")
                 time.sleep(0.2)
             _seed_users(settings, ids, users, per_user=5)
+            say("waiting for the first index build (the snapshot of a long-running worker holds a built index)...")
+            while not _index_complete(read_metrics(settings), items, delta_limit):
+                if time.monotonic() > deadline:
+                    raise StreamrecError(f"the first index build did not finish within {timeout_s:.0f}s; see {workdir}")
+                time.sleep(0.5)
         for run in range(rounds):
             for mode in MODES if run % 2 == 0 else MODES[::-1]:  # alternate which goes first
                 result = _one_start(settings, workdir, mode, run, users, items, observe_s, timeout_s)

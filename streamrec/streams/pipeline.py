@@ -166,6 +166,7 @@ class Pipeline:
         index, replicas = await asyncio.to_thread(snapshot.load, self.data_dir, self.index.config)
         if index is not None:
             self.index = index
+            self.index.maybe_rebuild(background=True)  # a delta saved while a rebuild was cut short
         if replicas is not None:
             self.catalog, self.content = replicas.catalog, replicas.content
             self.unavailable, self.item_categories = replicas.unavailable, replicas.categories

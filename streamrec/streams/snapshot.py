@@ -107,6 +107,7 @@ def load(data_dir: Path, config: IndexConfig) -> tuple[LiveIndex | None, ItemRep
             or _json_offsets(replicas.offsets) != metadata.get("replica_offsets")):
         log.warning("the item replica snapshot %s does not match the index snapshot: re-reading the item topics", path)
         return index, None
-    log.info("item replica snapshot loaded: %d items in %.2f s; resuming the item topics at %s",
-             len(replicas.catalog), time.perf_counter() - started, _json_offsets(replicas.offsets))
+    log.info("item replica snapshot loaded: %d items in %.2f s; resuming the item topics %d records in",
+             len(replicas.catalog), time.perf_counter() - started,
+             sum(sum(by_partition.values()) for by_partition in replicas.offsets.values()))
     return index, replicas
