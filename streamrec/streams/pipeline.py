@@ -163,7 +163,8 @@ class Pipeline:
         With both, the replicas resume the item topics where the snapshot was taken; with the
         index alone they re-read the topics on top of it (unchanged vectors are no-ops).
         """
-        index, replicas = await asyncio.to_thread(snapshot.load, self.data_dir, self.index.config)
+        index, replicas = await asyncio.to_thread(snapshot.load, self.data_dir, self.index.config,
+                                                  self.config.new_catalog())
         if index is not None:
             self.index = index
             self.index.maybe_rebuild(background=True)  # a delta saved while a rebuild was cut short
@@ -177,7 +178,7 @@ class Pipeline:
         """Snapshot the index and the item replicas; the files are written in a thread.
 
         The replicas are copied on the event loop, between two applied records, so they
-        match their offsets (about a second per 100k items, every ``index.snapshot_interval_s``).
+        match their offsets (a pause of a few hundred ms per 100k items).
         """
         frozen = snapshot.freeze(self.item_replicas())
         await asyncio.to_thread(snapshot.save, self.data_dir, self.index, frozen, {"saved_ms": now_ms()})
