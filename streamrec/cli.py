@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -98,12 +99,15 @@ def worker(
     web_port: Annotated[int | None, typer.Option(help="HTTP port (default: worker.web_port).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="RocksDB state directory (default: worker.data_dir).")] = None,
     prefix: PrefixOption = None,
+    relay: Annotated[bool, typer.Option("--relay", help="Run the model-free relay (the latency floor "
+                                        "that `bench e2e` measures) instead of streamrec.")] = False,
     config: ConfigOption = None,
 ) -> None:
     """Run a Faust worker: consume events and requests, emit recommendations.
 
     Start one per core or machine with the same worker.app_id: they split the
     partitions. Each needs its own --web-port and --data-dir on a shared host.
+    With --relay it only forwards every event to the recommendations topic.
     """
     from streamrec.streams.worker import run_worker
 
@@ -113,7 +117,7 @@ def worker(
         settings = with_section(settings, "worker", **changes)
     except StreamrecError as exc:
         _fail(str(exc))
-    run_worker(settings)
+    run_worker(settings, relay)
 
 
 @app.command()
@@ -433,6 +437,38 @@ def bench_restart(
     if json_out is not None:
         json_out.write_text(json.dumps(result, indent=2) + "\n")
     typer.echo(json.dumps(result))
+
+
+@bench_app.command("e2e")
+def bench_e2e(
+    rates: Annotated[str, typer.Option(help="Comma-separated events/s, one step each.")] = "500,1000,2000,5000",
+    duration: Annotated[float, typer.Option(min=1, help="Seconds of load per step.")] = 20.0,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes per step.")] = 1,
+    warmup: Annotated[int, typer.Option(min=0, help="Warm-up events per step (personalises the lists).")] = 20_000,
+    users: Annotated[int, typer.Option(min=1, help="Distinct users in the synthetic load.")] = 100_000,
+    broker: BrokerOption = None,
+    out: Annotated[Path | None, typer.Option(help="Results directory (default: bench/results/<timestamp>).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Event→recommendation latency and throughput per rate, beside a model-free Faust relay on the same broker.
+
+    Without --broker it starts an embedded broker. Writes results.json, report.md and plots.
+    """
+    from streamrec.load.e2e import E2EConfig, benchmark_e2e
+    from streamrec.load.e2e_report import write_report
+
+    try:
+        rate_list = [float(rate.replace("_", "")) for rate in rates.split(",") if rate.strip()]
+    except ValueError:
+        _fail(f"--rates takes numbers like 500,1000, got {rates!r}")
+    settings = _settings(config)
+    result = benchmark_e2e(settings, E2EConfig(rate_list, duration, workers, warmup, users), broker,
+                           say=lambda text: err.print(text, markup=False, highlight=False))
+    directory = out or Path("bench/results") / time.strftime("%Y%m%d-%H%M%S")
+    report = write_report(result, directory)
+    err.print(f"report: {report}")
+    typer.echo(json.dumps({"report": str(report), "steps": [
+        {k: v for k, v in step.items() if k not in ("timeline", "latencies_ms")} for step in result["steps"]]}))
 
 
 def main() -> None:

@@ -96,13 +96,14 @@ def _demo_messages(stats: DemoStats, invalid_every: int, max_id: int, max_bytes:
 
 @contextlib.contextmanager
 def worker_process(settings: Settings, log_path: Path, config: Path | None,
-                   env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """A ``streamrec worker`` subprocess, stopped with SIGTERM (then SIGKILL) on exit.
+                   env: dict[str, str] | None = None, relay: bool = False) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``streamrec worker`` subprocess (``--relay`` with ``relay``), stopped with SIGTERM (then SIGKILL) on exit.
 
     ``env``: extra ``STREAMREC_*`` settings for the worker (broker, web port and data dir are options).
     """
     command = [sys.executable, "-m", "streamrec", "worker", "--broker", settings.kafka.broker,
-               "--web-port", str(settings.worker.web_port), "--data-dir", str(settings.worker.data_dir)]
+               "--web-port", str(settings.worker.web_port), "--data-dir", str(settings.worker.data_dir),
+               *(["--relay"] if relay else [])]
     if config is not None:
         command += ["--config", str(config)]
     with open(log_path, "wb") as log:

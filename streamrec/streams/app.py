@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import cached_property
+from typing import TypeVar
 
 import faust
 from faust.types import ProducerT, StreamT
@@ -18,16 +19,17 @@ from streamrec.streams.topics import ssl_context
 from streamrec.streams.transport import ConsumerTuning, Transport
 from streamrec.streams.web import register_views
 
+AppT = TypeVar("AppT", bound=faust.App)
+
 _STOP_REBUILD_WAIT_S = 5.0  # well inside `docker stop`'s default 10 s grace period
 
 
-class StreamrecApp(faust.App):
+class TunedApp(faust.App):
     """A Faust app whose worker consumer is tuned for latency (see ``transport.py``)."""
 
     consumer_tuning: ConsumerTuning = ConsumerTuning()
-    pipeline: Pipeline
     #: Awaited before every offset commit (see ``transport.Consumer``).
-    before_commit: list[Callable[[], Awaitable[None]]]
+    before_commit: Sequence[Callable[[], Awaitable[None]]] = ()
 
     def _new_transport(self) -> Transport:
         return Transport(self.conf.broker_consumer, self)
@@ -45,6 +47,17 @@ class StreamrecApp(faust.App):
             return producer
         return await self._start_producer_once()
 
+    @cached_property
+    def _start_producer_once(self) -> StampedeWrapper:
+        # Faust's original, stampede-protected, for the rare not-yet-started case.
+        return StampedeWrapper(faust.App.maybe_start_producer.__wrapped__, self)
+
+
+class StreamrecApp(TunedApp):
+    """The worker's app: a :class:`TunedApp` with streamrec's pipeline."""
+
+    pipeline: Pipeline
+
     async def on_stop(self) -> None:
         """Snapshot the index, giving a running rebuild a few seconds to land first.
 
@@ -59,11 +72,6 @@ class StreamrecApp(faust.App):
             logging.getLogger(__name__).warning("index snapshot not saved: %s", exc)
         await super().on_stop()
 
-    @cached_property
-    def _start_producer_once(self) -> StampedeWrapper:
-        # Faust's original, stampede-protected, for the rare not-yet-started case.
-        return StampedeWrapper(faust.App.maybe_start_producer.__wrapped__, self)
-
 
 def _credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
     kafka = settings.kafka
@@ -77,13 +85,10 @@ def _credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
     return None
 
 
-def create_app(settings: Settings, store: str = "rocksdb://") -> StreamrecApp:
-    """Build the worker's Faust app from ``settings`` (nothing connects until it starts).
-
-    ``store`` is the Faust table store: RocksDB in workers, ``"memory://"`` in unit tests.
-    """
+def tuned_app(settings: Settings, app_class: type[AppT], store: str) -> AppT:
+    """An app of ``app_class`` configured from ``settings`` (broker, group, web server, timeouts, tuning)."""
     kafka, worker = settings.kafka, settings.worker
-    app = StreamrecApp(
+    app = app_class(
         worker.app_id,
         broker=[f"kafka://{server}" for server in kafka.bootstrap_servers],
         broker_credentials=_credentials(settings),
@@ -104,6 +109,15 @@ def create_app(settings: Settings, store: str = "rocksdb://") -> StreamrecApp:
     )
     app.consumer_tuning = ConsumerTuning(fetch_max_wait_ms=kafka.fetch_max_wait_ms,
                                          correct_end_offsets=kafka.correct_end_offsets)
+    return app
+
+
+def create_app(settings: Settings, store: str = "rocksdb://") -> StreamrecApp:
+    """Build the worker's Faust app from ``settings`` (nothing connects until it starts).
+
+    ``store`` is the Faust table store: RocksDB in workers, ``"memory://"`` in unit tests.
+    """
+    app = tuned_app(settings, StreamrecApp, store)
     app.pipeline = pipeline = Pipeline(app, settings)
     # Coalesced item updates go out before the offsets of their events are committed:
     # a crash then replays those events instead of losing their popularity.

@@ -51,12 +51,9 @@ from streamrec.streams.records import (
     encode_item_update,
 )
 from streamrec.streams.snapshot import ItemReplicas, Offsets
-from streamrec.streams.topics import TopicNames
+from streamrec.streams.topics import RAW_BYTES, TopicNames
 
 log = logging.getLogger(__name__)
-
-_RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
-                        "key_serializer": "raw", "value_serializer": "raw"}
 
 
 def now_ms() -> int:
@@ -91,13 +88,13 @@ class Pipeline:
         self.item_features: dict[str, dict[int, float]] = {}
         self.replica_offsets: Offsets = {}  # where the replicas are in the item topics
         n = settings.topics.partitions
-        self.events = app.topic(self.names.events, partitions=n, **_RAW)
-        self.requests = app.topic(self.names.requests, partitions=n, **_RAW)
-        self.recommendations = app.topic(self.names.recommendations, partitions=n, **_RAW)
-        self.dead_letter = app.topic(self.names.dead_letter, partitions=n, **_RAW)
-        self.item_updates = app.topic(self.names.item_updates, partitions=n, **_RAW)
-        self.item_state = app.topic(self.names.item_state, partitions=n, **_RAW)
-        self.item_info = app.topic(self.names.items, partitions=n, **_RAW)
+        self.events = app.topic(self.names.events, partitions=n, **RAW_BYTES)
+        self.requests = app.topic(self.names.requests, partitions=n, **RAW_BYTES)
+        self.recommendations = app.topic(self.names.recommendations, partitions=n, **RAW_BYTES)
+        self.dead_letter = app.topic(self.names.dead_letter, partitions=n, **RAW_BYTES)
+        self.item_updates = app.topic(self.names.item_updates, partitions=n, **RAW_BYTES)
+        self.item_state = app.topic(self.names.item_state, partitions=n, **RAW_BYTES)
+        self.item_info = app.topic(self.names.items, partitions=n, **RAW_BYTES)
         # bytes keys use the raw serializer, so a table key partitions exactly
         # like the topic key (HTTP routing to the owner relies on it).
         table_options: dict[str, Any] = {"partitions": n, "key_type": bytes, "default": None}

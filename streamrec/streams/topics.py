@@ -17,6 +17,9 @@ from streamrec.config import KafkaSettings, Settings
 TABLES = ("users", "items")
 
 
+RAW_BYTES: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+"""Faust topic options for streamrec's topics: keys and values stay bytes (streamrec decodes them itself)."""
+
 @dataclass(frozen=True, slots=True)
 class TopicNames:
     """The full names of streamrec's topics for one prefix."""

@@ -9,6 +9,7 @@ import faust
 
 from streamrec.config import Settings
 from streamrec.streams.app import create_app
+from streamrec.streams.relay import create_relay_app
 from streamrec.streams.topics import create_topics
 
 log = logging.getLogger(__name__)
@@ -27,11 +28,12 @@ class Worker(faust.Worker):
         logger.setLevel(level)
 
 
-def run_worker(settings: Settings) -> None:
+def run_worker(settings: Settings, relay: bool = False) -> None:
     """Create missing topics, then run a Faust worker until SIGTERM/SIGINT.
 
     Several workers with the same ``worker.app_id`` form one consumer group and
     split the partitions; each needs its own ``worker.data_dir`` and ``web_port``.
+    ``relay`` runs the model-free relay instead (see ``relay.py``).
     """
     try:
         created = create_topics(settings)
@@ -39,6 +41,6 @@ def run_worker(settings: Settings) -> None:
             log.warning("created topics: %s", ", ".join(created))
     except Exception as exc:  # noqa: BLE001 - a cluster may forbid creation; Faust still runs
         log.warning("could not create topics (%r); assuming they exist", exc)
-    app = create_app(settings)
+    app = create_relay_app(settings) if relay else create_app(settings)
     worker = Worker(app, loglevel=settings.worker.log_level.upper())
     worker.execute_from_commandline()

@@ -1,0 +1,256 @@
+"""``streamrec bench e2e``: event→recommendation latency and throughput, beside the Kafka + Faust floor.
+
+For every rate, two steps run on fresh topics of the same size through the same broker:
+the **relay** (``streamrec worker --relay``: forwards each event, no model) and
+**streamrec** (the real workers). Each step starts its processes, waits until an event
+comes back, sends a warm-up history (so the model's lists are personalised and both steps'
+topics hold as many records), then produces at the fixed rate for ``duration`` seconds
+and matches every output to its event by ``event_id``. Latency is the event's ``ts``
+(stamped at send) to the moment the benchmark consumed the output; all processes share
+this machine's clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from streamrec.broker import EmbeddedBroker, free_port
+from streamrec.config import Settings, with_section
+from streamrec.errors import StreamrecError
+from streamrec.eval.synthetic import SyntheticConfig, SyntheticEvents, invalid_events
+from streamrec.load.demo import worker_process
+from streamrec.load.producer import Message, produce, stamp_event
+from streamrec.streams.clients import open_consumer, read
+from streamrec.streams.topics import TopicNames, create_topics
+
+TARGETS = ("relay", "streamrec")
+
+
+@dataclass
+class E2EConfig:
+    """What ``bench e2e`` runs."""
+
+    rates: list[float]
+    duration_s: float = 20.0
+    workers: int = 1
+    warmup_events: int = 20_000
+    users: int = 100_000
+    items: int = 10_000
+    invalid_every: int = 500
+    """One invalid event (rotating kinds) in this many; streamrec must dead-letter each."""
+    drain_s: float = 30.0
+    """How long to wait for outputs after the producer stops."""
+
+
+@dataclass
+class _Tally:
+    """What one step's reader has seen (updated by the reader thread)."""
+
+    prefix: str
+    sent_ts: dict[str, int] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    received: set[str] = field(default_factory=set)
+    duplicates: int = 0
+    dead_letters: int = 0
+    invalid_sent: int = 0
+
+    def on_record(self, topic: str, value: Any, dead_letter_topic: str) -> None:
+        if topic == dead_letter_topic:
+            self.dead_letters += 1
+            return
+        event_id = value.get("event_id") if isinstance(value, dict) else None
+        if not (isinstance(event_id, str) and event_id.startswith(self.prefix)):
+            return
+        if event_id in self.received:
+            self.duplicates += 1
+            return
+        self.received.add(event_id)
+        ts = value.get("event_ts", value.get("ts"))
+        if isinstance(ts, int):
+            self.latencies_ms.append(time.time() * 1000 - ts)
+
+
+def _events(config: E2EConfig, run: str, tally: _Tally | None) -> Iterator[Message | Callable[[], Message]]:
+    """Synthetic events (Zipf items, ``config.users`` users, mixed types) with invalid ones mixed in."""
+    valid = iter(SyntheticEvents(SyntheticConfig(n_users=config.users, n_items=config.items, seed=11), run_id=run))
+    bad = itertools.cycle(raw for raw, _ in invalid_events().values())
+    for n in itertools.count(1):
+        if tally is not None and config.invalid_every and n % config.invalid_every == 0:
+            tally.invalid_sent += 1
+            yield b"u-bad", next(bad)
+            continue
+        event = next(valid)
+
+        def stamped(event: dict[str, object] = event) -> Message:
+            message = stamp_event(event)
+            if tally is not None:
+                tally.sent_ts[str(event["event_id"])] = json.loads(message[1])["ts"]
+            return message
+        yield stamped
+
+
+class _Sampler:
+    """CPU and RSS of the step's processes (and their children), once a second."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.processes = [psutil.Process(pid) for pid in pids]
+        self.samples: list[dict[str, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.counts: Callable[[], tuple[int, int]] = lambda: (0, 0)
+
+    def __enter__(self) -> _Sampler:
+        for process in self.processes:
+            process.cpu_percent(None)  # starts the interval
+        self.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            cpu = rss = 0.0
+            for process in self.processes:
+                with contextlib.suppress(psutil.Error):
+                    cpu += process.cpu_percent(None)
+                    rss += process.memory_info().rss / 2**20
+            sent, received = self.counts()
+            self.samples.append({"t_s": round(time.monotonic() - self.started, 1), "cpu_percent": round(cpu, 1),
+                                 "rss_mb": round(rss, 1), "lag": sent - received})
+
+
+def _wait_until_answering(settings: Settings, names: TopicNames, timeout_s: float) -> float:
+    """Send probe events until one comes back (workers joined and serving); seconds it took."""
+    started = time.monotonic()
+    consumer = open_consumer(settings, [names.recommendations], from_beginning=False)
+    try:
+        for n in itertools.count():
+            if time.monotonic() - started > timeout_s:
+                raise StreamrecError(f"nothing came back within {timeout_s:.0f}s")
+            probe = {"user_id": "probe", "item_id": "i0", "type": "view", "event_id": f"probe-{n}"}
+            produce(settings, names.events, [stamp_event(probe)], rate=1e9)
+            for record in read(consumer, until_s=time.monotonic() + 2.0):
+                if isinstance(record.value, dict) and str(record.value.get("event_id", "")).startswith("probe-"):
+                    return time.monotonic() - started
+    finally:
+        consumer.close()
+    raise AssertionError("unreachable")
+
+
+def _drain(settings: Settings, names: TopicNames, count: int, prefix: str, timeout_s: float) -> int:
+    """Read outputs until ``count`` events of ``prefix`` came back (or the timeout); how many did."""
+    consumer = open_consumer(settings, [names.recommendations], from_beginning=True)
+    seen: set[str] = set()
+    try:
+        for record in read(consumer, until_s=time.monotonic() + timeout_s, stop=lambda: len(seen) >= count):
+            event_id = record.value.get("event_id") if isinstance(record.value, dict) else None
+            if isinstance(event_id, str) and event_id.startswith(prefix):
+                seen.add(event_id)
+    finally:
+        consumer.close()
+    return len(seen)
+
+
+def run_step(base: Settings, config: E2EConfig, target: str, rate: float, step: int, workdir: Path,
+             say: Callable[[str], None]) -> dict[str, Any]:
+    """One rate on fresh topics for ``target`` (``relay`` or ``streamrec``); figures as a dict."""
+    run = f"e2e{step}-{target}"
+    settings = with_section(base, "topics", prefix=f"{run}.")
+    settings = with_section(settings, "worker", app_id=run)
+    names = TopicNames.for_prefix(settings.topics.prefix)
+    create_topics(settings)
+    env = {"STREAMREC_TOPICS__PREFIX": settings.topics.prefix, "STREAMREC_WORKER__APP_ID": run}
+    with contextlib.ExitStack() as stack:
+        pids = []
+        for n in range(config.workers):
+            worker = with_section(settings, "worker", web_port=free_port(), data_dir=workdir / f"{run}-state{n}")
+            process = stack.enter_context(worker_process(worker, workdir / f"{run}-{n}.log", None, env,
+                                                         relay=target == "relay"))
+            pids.append(process.pid)
+        ready_s = _wait_until_answering(settings, names, 120)
+        if config.warmup_events:
+            warm = f"{run}-warm"
+            produce(settings, names.events, itertools.islice(_events(config, warm, None), config.warmup_events),
+                    rate=max(rate, 2_000.0))
+            warmed = _drain(settings, names, config.warmup_events, f"{warm}-", 60 + config.warmup_events / 1_000)
+            say(f"    {target}: ready in {ready_s:.1f} s, warm-up {warmed:,}/{config.warmup_events:,} answered")
+        result = _measure(settings, names, config, run, rate, pids)
+    return {"target": target, "rate": rate, "workers": config.workers, "ready_s": round(ready_s, 1), **result}
+
+
+def _measure(settings: Settings, names: TopicNames, config: E2EConfig, run: str, rate: float,
+             pids: list[int]) -> dict[str, Any]:
+    tally = _Tally(prefix=f"{run}-m-")
+    count = int(rate * config.duration_s)
+    events = itertools.islice(_events(config, f"{run}-m", tally), count)
+    consumer = open_consumer(settings, [names.recommendations, names.dead_letter], from_beginning=False)
+    report_box: list[Any] = []
+    producer = threading.Thread(target=lambda: report_box.append(produce(settings, names.events, events, rate)),
+                                daemon=True)
+    valid = count - count // config.invalid_every if config.invalid_every else count
+    with _Sampler(pids) as sampler:
+        sampler.counts = lambda: (len(tally.sent_ts), len(tally.received))
+        started = time.monotonic()
+        producer.start()
+        try:
+            deadline = started + config.duration_s + config.drain_s
+            for record in read(consumer, until_s=deadline,
+                               stop=lambda: not producer.is_alive() and len(tally.received) >= valid):
+                tally.on_record(record.topic, record.value, names.dead_letter)
+        finally:
+            producer.join(30)
+            consumer.close()
+        elapsed_s = time.monotonic() - started
+    sent = report_box[0].sent if report_box else 0
+    latencies = np.array(tally.latencies_ms) if tally.latencies_ms else np.array([np.nan])
+    samples = sampler.samples
+    return {
+        "sent": sent, "valid_sent": len(tally.sent_ts), "invalid_sent": tally.invalid_sent,
+        "received": len(tally.received), "missing": len(tally.sent_ts) - len(tally.received),
+        "duplicates": tally.duplicates, "dead_lettered": tally.dead_letters,
+        "achieved_send_rate": round(report_box[0].rate, 1) if report_box else 0.0,
+        "achieved_output_rate": round(len(tally.received) / max(elapsed_s, 1e-9), 1),
+        "elapsed_s": round(elapsed_s, 1),
+        **{f"latency_p{q}_ms": round(float(np.percentile(latencies, q)), 1) for q in (50, 95, 99)},
+        "latency_max_ms": round(float(np.max(latencies)), 1),
+        "lag_max": max((s["lag"] for s in samples), default=0),
+        "cpu_percent_mean": round(float(np.mean([s["cpu_percent"] for s in samples])) if samples else 0.0, 1),
+        "rss_mb_max": max((s["rss_mb"] for s in samples), default=0.0),
+        "timeline": samples, "latencies_ms": [round(x, 2) for x in tally.latencies_ms],
+    }
+
+
+def benchmark_e2e(settings: Settings, config: E2EConfig, broker: str | None = None,
+                  say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Every rate, relay then streamrec, on one broker (embedded unless ``broker``); all steps' figures."""
+    workdir = Path(tempfile.mkdtemp(prefix="streamrec-e2e-"))
+    steps: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        if broker is None:
+            embedded = stack.enter_context(EmbeddedBroker(settings.embedded.host, 0, log_path=workdir / "broker.log"))
+            broker = embedded.url
+        settings = with_section(settings, "kafka", broker=broker)
+        for step, rate in enumerate(config.rates):
+            for target in TARGETS:
+                say(f"{rate:,.0f} events/s, {target}: starting on fresh topics...")
+                result = run_step(settings, config, target, rate, step, workdir, say)
+                say(f"    {target}: p50 {result['latency_p50_ms']} ms, p99 {result['latency_p99_ms']} ms, "
+                    f"{result['received']:,}/{result['valid_sent']:,} answered, output "
+                    f"{result['achieved_output_rate']:,.0f}/s, max lag {result['lag_max']:,}")
+                steps.append(result)
+    return {"config": {k: v for k, v in vars(config).items()}, "logs": str(workdir), "steps": steps}

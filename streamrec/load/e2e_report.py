@@ -1,0 +1,135 @@
+"""The ``bench e2e`` report: results.json, PNG plots and a markdown page that embeds them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+_COLOURS = {"relay": "tab:gray", "streamrec": "tab:blue"}
+
+
+def _pairs(steps: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(relay, streamrec) per rate, in the order run."""
+    by_rate: dict[float, dict[str, dict[str, Any]]] = {}
+    for step in steps:
+        by_rate.setdefault(step["rate"], {})[step["target"]] = step
+    return [(pair["relay"], pair["streamrec"]) for pair in by_rate.values() if len(pair) == 2]
+
+
+def _plot_cdf(steps: list[dict[str, Any]], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    rates = sorted({step["rate"] for step in steps})
+    styles = dict(zip(rates, ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 1))], strict=False))
+    for step in steps:
+        latencies = np.sort(np.array(step["latencies_ms"]))
+        if latencies.size:
+            ax.plot(latencies, np.arange(1, latencies.size + 1) / latencies.size, color=_COLOURS[step["target"]],
+                    linestyle=styles.get(step["rate"], "-"), label=f"{step['target']} {step['rate']:,.0f}/s")
+    ax.set_xscale("log")
+    ax.set_xlabel("event → recommendation latency (ms, log scale)")
+    ax.set_ylabel("share of events")
+    ax.set_title("Latency CDF per rate (grey: model-free relay, blue: streamrec)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_vs_rate(steps: list[dict[str, Any]], path: Path) -> None:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for target in _COLOURS:
+        mine = [step for step in steps if step["target"] == target]
+        rates = [step["rate"] for step in mine]
+        left.plot(rates, [step["latency_p50_ms"] for step in mine], "o-", color=_COLOURS[target], label=f"{target} p50")
+        left.plot(rates, [step["latency_p99_ms"] for step in mine], "s--", color=_COLOURS[target], label=f"{target} p99")
+        right.plot(rates, [step["achieved_output_rate"] for step in mine], "o-", color=_COLOURS[target], label=target)
+    top = max((step["rate"] for step in steps), default=1)
+    right.plot([0, top], [0, top], ":", color="black", label="offered rate")
+    left.set(xlabel="offered events/s", ylabel="latency (ms)", title="Latency vs rate", yscale="log")
+    right.set(xlabel="offered events/s", ylabel="recommendations/s", title="Throughput vs rate")
+    for ax in (left, right):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_timeline(steps: list[dict[str, Any]], path: Path) -> None:
+    fig, (lag, rss) = plt.subplots(1, 2, figsize=(10, 4))
+    for step in steps:
+        timeline = step["timeline"]
+        t = [s["t_s"] for s in timeline]
+        style = dict(color=_COLOURS[step["target"]], alpha=0.5 + 0.5 * (step["rate"] == max(s["rate"] for s in steps)))
+        lag.plot(t, [s["lag"] for s in timeline], label=f"{step['target']} {step['rate']:,.0f}/s", **style)
+        rss.plot(t, [s["rss_mb"] for s in timeline], label=f"{step['target']} {step['rate']:,.0f}/s", **style)
+    lag.set(xlabel="seconds into the step", ylabel="events sent, not yet answered", title="Lag over time")
+    rss.set(xlabel="seconds into the step", ylabel="RSS of the worker processes (MB)", title="Memory over time")
+    for ax in (lag, rss):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _markdown(result: dict[str, Any]) -> str:
+    config = result["config"]
+    lines = [
+        "# streamrec end-to-end benchmark",
+        "",
+        f"Every rate ran twice on fresh topics of the same size through one broker: the **relay** "
+        f"(a Faust app that forwards each event, no model: the floor Kafka and Faust impose) and "
+        f"**streamrec** ({config['workers']} worker(s)). Each step: {config['warmup_events']:,} warm-up events, then "
+        f"{config['duration_s']:g} s at the offered rate; {config['users']:,} users, {config['items']:,} items "
+        f"(Zipf), one invalid event in {config['invalid_every']}. Latency: the event's send time to the moment "
+        "the benchmark read its recommendation (same clock).",
+        "",
+        "| events/s | relay p50 / p99 ms | streamrec p50 / p99 ms | added p50 / p99 ms | streamrec p95 / max ms "
+        "| answered | dead-lettered | output/s (relay, streamrec) | max lag | CPU % | RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for relay, mine in _pairs(result["steps"]):
+        lines.append(
+            f"| {mine['rate']:,.0f} | {relay['latency_p50_ms']} / {relay['latency_p99_ms']} "
+            f"| {mine['latency_p50_ms']} / {mine['latency_p99_ms']} "
+            f"| {mine['latency_p50_ms'] - relay['latency_p50_ms']:+.1f} / {mine['latency_p99_ms'] - relay['latency_p99_ms']:+.1f} "
+            f"| {mine['latency_p95_ms']} / {mine['latency_max_ms']} "
+            f"| {mine['received']:,}/{mine['valid_sent']:,} | {mine['dead_lettered']}/{mine['invalid_sent']} "
+            f"| {relay['achieved_output_rate']:,.0f}, {mine['achieved_output_rate']:,.0f} | {mine['lag_max']:,} "
+            f"| {mine['cpu_percent_mean']} | {mine['rss_mb_max']} |")
+    lines += [
+        "",
+        "CPU % is the worker processes' mean over the step (100 = one core); RSS their peak.",
+        "",
+        "![latency CDF](latency_cdf.png)",
+        "",
+        "![latency and throughput vs rate](vs_rate.png)",
+        "",
+        "![lag and memory over time](timeline.png)",
+        "",
+        f"Logs: `{result['logs']}`. Raw figures: `results.json`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(result: dict[str, Any], directory: Path) -> Path:
+    """Write results.json, the plots and report.md under ``directory``; return the report's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    steps = result["steps"]
+    _plot_cdf(steps, directory / "latency_cdf.png")
+    _plot_vs_rate(steps, directory / "vs_rate.png")
+    _plot_timeline(steps, directory / "timeline.png")
+    report = directory / "report.md"
+    report.write_text(_markdown(result))
+    return report
