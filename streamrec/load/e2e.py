@@ -166,10 +166,9 @@ def _drain(settings: Settings, names: TopicNames, count: int, prefix: str, timeo
     return len(seen)
 
 
-def run_step(base: Settings, config: E2EConfig, target: str, rate: float, step: int, workdir: Path,
+def run_step(base: Settings, config: E2EConfig, target: str, rate: float, run: str, workdir: Path,
              say: Callable[[str], None]) -> dict[str, Any]:
-    """One rate on fresh topics for ``target`` (``relay`` or ``streamrec``); figures as a dict."""
-    run = f"e2e{step}-{target}"
+    """One rate on fresh topics named after ``run`` for ``target`` (``relay`` or ``streamrec``); figures as a dict."""
     settings = with_section(base, "topics", prefix=f"{run}.")
     settings = with_section(settings, "worker", app_id=run)
     names = TopicNames.for_prefix(settings.topics.prefix)
@@ -189,12 +188,14 @@ def run_step(base: Settings, config: E2EConfig, target: str, rate: float, step: 
                     rate=max(rate, 2_000.0))
             warmed = _drain(settings, names, config.warmup_events, f"{warm}-", 60 + config.warmup_events / 1_000)
             say(f"    {target}: ready in {ready_s:.1f} s, warm-up {warmed:,}/{config.warmup_events:,} answered")
-        result = _measure(settings, names, config, run, rate, pids)
+        result = _measure(settings, names, config, run, rate, pids, dead_letters=target == "streamrec")
     return {"target": target, "rate": rate, "workers": config.workers, "ready_s": round(ready_s, 1), **result}
 
 
 def _measure(settings: Settings, names: TopicNames, config: E2EConfig, run: str, rate: float,
-             pids: list[int]) -> dict[str, Any]:
+             pids: list[int], dead_letters: bool) -> dict[str, Any]:
+    """Produce at ``rate`` and match outputs until every valid event is answered (and, with
+    ``dead_letters``, every invalid one dead-lettered) or the drain time is up."""
     tally = _Tally(prefix=f"{run}-m-")
     count = int(rate * config.duration_s)
     events = itertools.islice(_events(config, f"{run}-m", tally), count)
@@ -210,7 +211,8 @@ def _measure(settings: Settings, names: TopicNames, config: E2EConfig, run: str,
         try:
             deadline = started + config.duration_s + config.drain_s
             for record in read(consumer, until_s=deadline,
-                               stop=lambda: not producer.is_alive() and len(tally.received) >= valid):
+                               stop=lambda: not producer.is_alive() and len(tally.received) >= valid
+                               and (not dead_letters or tally.dead_letters >= tally.invalid_sent)):
                 tally.on_record(record.topic, record.value, names.dead_letter)
         finally:
             producer.join(30)
@@ -245,10 +247,11 @@ def benchmark_e2e(settings: Settings, config: E2EConfig, broker: str | None = No
             embedded = stack.enter_context(EmbeddedBroker(settings.embedded.host, 0, log_path=workdir / "broker.log"))
             broker = embedded.url
         settings = with_section(settings, "kafka", broker=broker)
+        bench_id = f"e2e{time.time_ns() // 1_000_000 % 10**8}"  # fresh topic names, even on a shared broker
         for step, rate in enumerate(config.rates):
             for target in TARGETS:
                 say(f"{rate:,.0f} events/s, {target}: starting on fresh topics...")
-                result = run_step(settings, config, target, rate, step, workdir, say)
+                result = run_step(settings, config, target, rate, f"{bench_id}-{step}-{target}", workdir, say)
                 say(f"    {target}: p50 {result['latency_p50_ms']} ms, p99 {result['latency_p99_ms']} ms, "
                     f"{result['received']:,}/{result['valid_sent']:,} answered, output "
                     f"{result['achieved_output_rate']:,.0f}/s, max lag {result['lag_max']:,}")

@@ -1,0 +1,30 @@
+"""``bench e2e`` end to end on the test broker: a relay and a streamrec worker, every event answered, a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streamrec.config import Settings
+from streamrec.load.e2e import E2EConfig, benchmark_e2e
+from streamrec.load.e2e_report import write_report
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_small_e2e_run_answers_every_event_and_writes_its_report(settings: Settings, tmp_path: Path) -> None:
+    config = E2EConfig(rates=[100.0], duration_s=3.0, warmup_events=200, users=500, items=100, invalid_every=50)
+    result = benchmark_e2e(settings, config, broker=settings.kafka.broker, say=lambda _: None)
+
+    relay, mine = result["steps"]
+    assert (relay["target"], mine["target"]) == ("relay", "streamrec")
+    for step in (relay, mine):
+        assert step["valid_sent"] == 294 and step["received"] == step["valid_sent"], step
+        assert step["duplicates"] == 0 and 0 < step["latency_p50_ms"] <= step["latency_p99_ms"] < 10_000
+        assert step["timeline"] and step["rss_mb_max"] > 0
+    assert mine["dead_lettered"] == mine["invalid_sent"] == 6  # the relay forwards them; streamrec refuses them
+    report = write_report(result, tmp_path / "report")
+    text = report.read_text()
+    assert "| 100 |" in text and all((tmp_path / "report" / png).stat().st_size > 10_000
+                                     for png in ("latency_cdf.png", "vs_rate.png", "timeline.png"))
