@@ -101,6 +101,11 @@ class EmbeddedBroker:
         """Bootstrap address for Kafka clients, ``host:port``."""
         return f"{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while it runs."""
+        return self._process.pid if self._process is not None and self._process.poll() is None else None
+
     def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
         """Start the broker and wait until it accepts connections."""
         binary = find_broker_binary()

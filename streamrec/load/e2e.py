@@ -102,17 +102,19 @@ def _events(config: E2EConfig, run: str, tally: _Tally | None) -> Iterator[Messa
 
 
 class _Sampler:
-    """CPU and RSS of the step's processes (and their children), once a second."""
+    """CPU and RSS of the step's worker processes, once a second, and the CPU of the broker
+    (when embedded) and of this benchmark process, which share the machine."""
 
-    def __init__(self, pids: list[int]) -> None:
-        self.processes = [psutil.Process(pid) for pid in pids]
+    def __init__(self, pids: list[int], broker_pid: int | None) -> None:
+        self.workers = [psutil.Process(pid) for pid in pids]
+        self.others = {"broker": [psutil.Process(broker_pid)] if broker_pid else [], "bench": [psutil.Process()]}
         self.samples: list[dict[str, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.counts: Callable[[], tuple[int, int]] = lambda: (0, 0)
 
     def __enter__(self) -> _Sampler:
-        for process in self.processes:
+        for process in [*self.workers, *self.others["broker"], *self.others["bench"]]:
             process.cpu_percent(None)  # starts the interval
         self.started = time.monotonic()
         self._thread.start()
@@ -122,15 +124,24 @@ class _Sampler:
         self._stop.set()
         self._thread.join(5)
 
+    @staticmethod
+    def _cpu(processes: list[psutil.Process]) -> float:
+        total = 0.0
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                total += process.cpu_percent(None)
+        return round(total, 1)
+
     def _run(self) -> None:
         while not self._stop.wait(1.0):
-            cpu = rss = 0.0
-            for process in self.processes:
+            rss = 0.0
+            for process in self.workers:
                 with contextlib.suppress(psutil.Error):
-                    cpu += process.cpu_percent(None)
                     rss += process.memory_info().rss / 2**20
             sent, received = self.counts()
-            self.samples.append({"t_s": round(time.monotonic() - self.started, 1), "cpu_percent": round(cpu, 1),
+            self.samples.append({"t_s": round(time.monotonic() - self.started, 1), "cpu_percent": self._cpu(self.workers),
+                                 "broker_cpu_percent": self._cpu(self.others["broker"]),
+                                 "bench_cpu_percent": self._cpu(self.others["bench"]),
                                  "rss_mb": round(rss, 1), "lag": sent - received})
 
 
@@ -167,7 +178,7 @@ def _drain(settings: Settings, names: TopicNames, count: int, prefix: str, timeo
 
 
 def run_step(base: Settings, config: E2EConfig, target: str, rate: float, run: str, workdir: Path,
-             say: Callable[[str], None]) -> dict[str, Any]:
+             say: Callable[[str], None], broker_pid: int | None = None) -> dict[str, Any]:
     """One rate on fresh topics named after ``run`` for ``target`` (``relay`` or ``streamrec``); figures as a dict."""
     settings = with_section(base, "topics", prefix=f"{run}.")
     settings = with_section(settings, "worker", app_id=run)
@@ -188,12 +199,12 @@ def run_step(base: Settings, config: E2EConfig, target: str, rate: float, run: s
                     rate=max(rate, 2_000.0))
             warmed = _drain(settings, names, config.warmup_events, f"{warm}-", 60 + config.warmup_events / 1_000)
             say(f"    {target}: ready in {ready_s:.1f} s, warm-up {warmed:,}/{config.warmup_events:,} answered")
-        result = _measure(settings, names, config, run, rate, pids, dead_letters=target == "streamrec")
+        result = _measure(settings, names, config, run, rate, pids, broker_pid, dead_letters=target == "streamrec")
     return {"target": target, "rate": rate, "workers": config.workers, "ready_s": round(ready_s, 1), **result}
 
 
 def _measure(settings: Settings, names: TopicNames, config: E2EConfig, run: str, rate: float,
-             pids: list[int], dead_letters: bool) -> dict[str, Any]:
+             pids: list[int], broker_pid: int | None, dead_letters: bool) -> dict[str, Any]:
     """Produce at ``rate`` and match outputs until every valid event is answered (and, with
     ``dead_letters``, every invalid one dead-lettered) or the drain time is up."""
     tally = _Tally(prefix=f"{run}-m-")
@@ -204,7 +215,7 @@ def _measure(settings: Settings, names: TopicNames, config: E2EConfig, run: str,
     producer = threading.Thread(target=lambda: report_box.append(produce(settings, names.events, events, rate)),
                                 daemon=True)
     valid = count - count // config.invalid_every if config.invalid_every else count
-    with _Sampler(pids) as sampler:
+    with _Sampler(pids, broker_pid) as sampler:
         sampler.counts = lambda: (len(tally.sent_ts), len(tally.received))
         started = time.monotonic()
         producer.start()
@@ -231,7 +242,8 @@ def _measure(settings: Settings, names: TopicNames, config: E2EConfig, run: str,
         **{f"latency_p{q}_ms": round(float(np.percentile(latencies, q)), 1) for q in (50, 95, 99)},
         "latency_max_ms": round(float(np.max(latencies)), 1),
         "lag_max": max((s["lag"] for s in samples), default=0),
-        "cpu_percent_mean": round(float(np.mean([s["cpu_percent"] for s in samples])) if samples else 0.0, 1),
+        **{f"{key}_mean": round(float(np.mean([s[key] for s in samples])) if samples else 0.0, 1)
+           for key in ("cpu_percent", "broker_cpu_percent", "bench_cpu_percent")},
         "rss_mb_max": max((s["rss_mb"] for s in samples), default=0.0),
         "timeline": samples, "latencies_ms": [round(x, 2) for x in tally.latencies_ms],
     }
@@ -242,16 +254,18 @@ def benchmark_e2e(settings: Settings, config: E2EConfig, broker: str | None = No
     """Every rate, relay then streamrec, on one broker (embedded unless ``broker``); all steps' figures."""
     workdir = Path(tempfile.mkdtemp(prefix="streamrec-e2e-"))
     steps: list[dict[str, Any]] = []
+    broker_pid = None
     with contextlib.ExitStack() as stack:
         if broker is None:
             embedded = stack.enter_context(EmbeddedBroker(settings.embedded.host, 0, log_path=workdir / "broker.log"))
-            broker = embedded.url
+            broker, broker_pid = embedded.url, embedded.pid
         settings = with_section(settings, "kafka", broker=broker)
         bench_id = f"e2e{time.time_ns() // 1_000_000 % 10**8}"  # fresh topic names, even on a shared broker
         for step, rate in enumerate(config.rates):
             for target in TARGETS:
                 say(f"{rate:,.0f} events/s, {target}: starting on fresh topics...")
-                result = run_step(settings, config, target, rate, f"{bench_id}-{step}-{target}", workdir, say)
+                result = run_step(settings, config, target, rate, f"{bench_id}-{step}-{target}", workdir, say,
+                                  broker_pid)
                 say(f"    {target}: p50 {result['latency_p50_ms']} ms, p99 {result['latency_p99_ms']} ms, "
                     f"{result['received']:,}/{result['valid_sent']:,} answered, output "
                     f"{result['achieved_output_rate']:,.0f}/s, max lag {result['lag_max']:,}")

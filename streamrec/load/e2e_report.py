@@ -94,7 +94,7 @@ def _markdown(result: dict[str, Any]) -> str:
         "the benchmark read its recommendation (same clock).",
         "",
         "| events/s | relay p50 / p99 ms | streamrec p50 / p99 ms | added p50 / p99 ms | streamrec p95 / max ms "
-        "| answered | dead-lettered | output/s (relay, streamrec) | max lag | CPU % | RSS MB |",
+        "| answered | dead-lettered | output/s (relay, streamrec) | max lag | CPU % workers, broker, bench | RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for relay, mine in _pairs(result["steps"]):
@@ -105,10 +105,13 @@ def _markdown(result: dict[str, Any]) -> str:
             f"| {mine['latency_p95_ms']} / {mine['latency_max_ms']} "
             f"| {mine['received']:,}/{mine['valid_sent']:,} | {mine['dead_lettered']}/{mine['invalid_sent']} "
             f"| {relay['achieved_output_rate']:,.0f}, {mine['achieved_output_rate']:,.0f} | {mine['lag_max']:,} "
-            f"| {mine['cpu_percent_mean']} | {mine['rss_mb_max']} |")
+            f"| {mine['cpu_percent_mean']}, {mine['broker_cpu_percent_mean']}, {mine['bench_cpu_percent_mean']} "
+            f"| {mine['rss_mb_max']} |")
     lines += [
         "",
-        "CPU % is the worker processes' mean over the step (100 = one core); RSS their peak.",
+        "CPU %: means over the streamrec step of the worker processes, the broker (when embedded) and "
+        "this benchmark's own producer and reader, which all share the machine (100 = one core). "
+        "RSS: the worker processes' peak.",
         "",
         "![latency CDF](latency_cdf.png)",
         "",
