@@ -13,6 +13,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -131,6 +133,27 @@ def wait_until_serving(settings: Settings, process: subprocess.Popen[bytes], tim
             request_recommendations(settings, "demo-probe", timeout_s=3.0)
             return time.monotonic() - started
     raise StreamrecError(f"the worker did not answer within {timeout_s:.0f}s")
+
+
+def http_get(settings: Settings, path: str, timeout_s: float) -> bytes | None:
+    """The body of a worker's ``GET path``, or ``None`` while it is not serving (yet)."""
+    url = f"http://127.0.0.1:{settings.worker.web_port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return response.read()
+    except (OSError, urllib.error.URLError):
+        return None
+
+
+def read_metrics(settings: Settings) -> dict[str, float]:
+    """The worker's Prometheus samples by name with labels, e.g. ``x_total{outcome="applied"}``."""
+    body = http_get(settings, "/metrics", 5.0)
+    samples: dict[str, float] = {}
+    for line in (body or b"").decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
 
 
 def _view(stats: DemoStats, progress: Progress) -> Group:

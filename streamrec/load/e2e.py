@@ -30,7 +30,7 @@ from streamrec.broker import EmbeddedBroker, free_port
 from streamrec.config import Settings, with_section
 from streamrec.errors import StreamrecError
 from streamrec.eval.synthetic import SyntheticConfig, SyntheticEvents, invalid_events
-from streamrec.load.demo import worker_process
+from streamrec.load.demo import read_metrics, worker_process
 from streamrec.load.producer import Message, produce, stamp_event
 from streamrec.streams.clients import open_consumer, read
 from streamrec.streams.topics import TopicNames, create_topics
@@ -113,9 +113,19 @@ class _Sampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.counts: Callable[[], tuple[int, int]] = lambda: (0, 0)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds the worker processes have used so far."""
+        total = 0.0
+        for process in self.workers:
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
+
     def __enter__(self) -> _Sampler:
         for process in [*self.workers, *self.others["broker"], *self.others["bench"]]:
             process.cpu_percent(None)  # starts the interval
+        self.cpu_at_start = self.cpu_seconds()
         self.started = time.monotonic()
         self._thread.start()
         return self
@@ -186,12 +196,13 @@ def run_step(base: Settings, config: E2EConfig, target: str, rate: float, run: s
     create_topics(settings)
     env = {"STREAMREC_TOPICS__PREFIX": settings.topics.prefix, "STREAMREC_WORKER__APP_ID": run}
     with contextlib.ExitStack() as stack:
-        pids = []
+        pids, workers = [], []
         for n in range(config.workers):
             worker = with_section(settings, "worker", web_port=free_port(), data_dir=workdir / f"{run}-state{n}")
             process = stack.enter_context(worker_process(worker, workdir / f"{run}-{n}.log", None, env,
                                                          relay=target == "relay"))
             pids.append(process.pid)
+            workers.append(worker)
         ready_s = _wait_until_answering(settings, names, 120)
         if config.warmup_events:
             warm = f"{run}-warm"
@@ -199,8 +210,30 @@ def run_step(base: Settings, config: E2EConfig, target: str, rate: float, run: s
                     rate=max(rate, 2_000.0))
             warmed = _drain(settings, names, config.warmup_events, f"{warm}-", 60 + config.warmup_events / 1_000)
             say(f"    {target}: ready in {ready_s:.1f} s, warm-up {warmed:,}/{config.warmup_events:,} answered")
+        before = _stage_seconds(workers)
         result = _measure(settings, names, config, run, rate, pids, broker_pid, dead_letters=target == "streamrec")
+        result["stage_us_per_event"] = _per_event(before, _stage_seconds(workers), result)
     return {"target": target, "rate": rate, "workers": config.workers, "ready_s": round(ready_s, 1), **result}
+
+
+def _stage_seconds(workers: list[Settings]) -> dict[str, float]:
+    """Seconds per stage summed over the workers (``streamrec_stage_seconds_total``; none for the relay)."""
+    totals: dict[str, float] = {}
+    for worker in workers:
+        for name, value in read_metrics(worker).items():
+            if name.startswith('streamrec_stage_seconds_total{stage="'):
+                stage = name.split('"')[1]
+                totals[stage] = totals.get(stage, 0.0) + value
+    return totals
+
+
+def _per_event(before: dict[str, float], after: dict[str, float], result: dict[str, Any]) -> dict[str, float]:
+    """Microseconds per answered event: each stage, the rest of the workers' CPU, and that CPU in total."""
+    events = max(result["received"], 1)
+    stages = {stage: round((after[stage] - before.get(stage, 0.0)) / events * 1e6, 1) for stage in after}
+    total = result["worker_cpu_s"] / events * 1e6
+    return {**stages, "other (Faust, Kafka clients, event loop)": round(total - sum(stages.values()), 1),
+            "worker CPU": round(total, 1)}
 
 
 def _measure(settings: Settings, names: TopicNames, config: E2EConfig, run: str, rate: float,
@@ -229,6 +262,7 @@ def _measure(settings: Settings, names: TopicNames, config: E2EConfig, run: str,
             producer.join(30)
             consumer.close()
         elapsed_s = time.monotonic() - started
+        worker_cpu_s = sampler.cpu_seconds() - sampler.cpu_at_start
     sent = report_box[0].sent if report_box else 0
     latencies = np.array(tally.latencies_ms) if tally.latencies_ms else np.array([np.nan])
     samples = sampler.samples
@@ -238,7 +272,7 @@ def _measure(settings: Settings, names: TopicNames, config: E2EConfig, run: str,
         "duplicates": tally.duplicates, "dead_lettered": tally.dead_letters,
         "achieved_send_rate": round(report_box[0].rate, 1) if report_box else 0.0,
         "achieved_output_rate": round(len(tally.received) / max(elapsed_s, 1e-9), 1),
-        "elapsed_s": round(elapsed_s, 1),
+        "elapsed_s": round(elapsed_s, 1), "worker_cpu_s": round(worker_cpu_s, 2),
         **{f"latency_p{q}_ms": round(float(np.percentile(latencies, q)), 1) for q in (50, 95, 99)},
         "latency_max_ms": round(float(np.max(latencies)), 1),
         "lag_max": max((s["lag"] for s in samples), default=0),

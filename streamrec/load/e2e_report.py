@@ -107,6 +107,7 @@ def _markdown(result: dict[str, Any]) -> str:
             f"| {relay['achieved_output_rate']:,.0f}, {mine['achieved_output_rate']:,.0f} | {mine['lag_max']:,} "
             f"| {mine['cpu_percent_mean']}, {mine['broker_cpu_percent_mean']}, {mine['bench_cpu_percent_mean']} "
             f"| {mine['rss_mb_max']} |")
+    lines += _stage_table(result["steps"])
     lines += [
         "",
         "CPU %: means over the streamrec step of the worker processes, the broker (when embedded) and "
@@ -123,6 +124,22 @@ def _markdown(result: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _stage_table(steps: list[dict[str, Any]]) -> list[str]:
+    """Where a worker's CPU goes, in µs per answered event, per step."""
+    names: list[str] = []
+    for step in steps:
+        names += [name for name in step.get("stage_us_per_event", {}) if name not in names]
+    if not names:
+        return []
+    lines = ["", "Worker CPU per answered event (µs), by stage of streamrec's own work and the rest:", "",
+             "| step | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for step in steps:
+        figures = step.get("stage_us_per_event", {})
+        lines.append(f"| {step['target']} {step['rate']:,.0f}/s | " + " | ".join(
+            str(figures.get(name, "")) for name in names) + " |")
+    return lines
 
 
 def write_report(result: dict[str, Any], directory: Path) -> Path:

@@ -19,8 +19,6 @@ import shutil
 import statistics
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from streamrec.broker import EmbeddedBroker, free_port
 from streamrec.config import Settings, with_section
 from streamrec.errors import StreamrecError
 from streamrec.index.benchmark import synthetic_catalogue
-from streamrec.load.demo import worker_process
+from streamrec.load.demo import http_get, read_metrics, worker_process
 from streamrec.load.producer import produce, stamp_event
 from streamrec.models.items import OwnedItem
 from streamrec.streams.records import encode_item_state
@@ -41,27 +39,6 @@ from streamrec.streams.topics import TopicNames, create_topics
 MODES = ("snapshot", "topic")
 """``snapshot``: the snapshot of the last clean stop is kept; ``topic``: it is deleted first."""
 _INFO_LOG = {"STREAMREC_WORKER__LOG_LEVEL": "info"}  # the worker logs its snapshot load at info
-
-
-def http_get(settings: Settings, path: str, timeout_s: float) -> bytes | None:
-    """The body of a worker's ``GET path``, or ``None`` while it is not serving (yet)."""
-    url = f"http://127.0.0.1:{settings.worker.web_port}{path}"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            return response.read()
-    except (OSError, urllib.error.URLError):
-        return None
-
-
-def read_metrics(settings: Settings) -> dict[str, float]:
-    """The worker's Prometheus samples by name with labels, e.g. ``x_total{outcome="applied"}``."""
-    body = http_get(settings, "/metrics", 5.0)
-    samples: dict[str, float] = {}
-    for line in (body or b"").decode().splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
 
 
 def _publish_catalogue(settings: Settings, items: int, dim: int) -> list[str]:

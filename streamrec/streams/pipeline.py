@@ -201,9 +201,11 @@ class Pipeline:
         """Validate, dedup and apply one event, then push the user's new top-K."""
         await self.ready()
         started = time.perf_counter()
+        watch = self.metrics.stopwatch()
         message = event.message
         try:
             record = decode_event(event.value, self.settings.events, now_ms())
+            watch.lap("decode")
         except InvalidRecord as exc:
             self.metrics.events_in.labels("invalid").inc()
             await self.send_dead_letter(exc.reason, event)
@@ -215,6 +217,7 @@ class Pipeline:
             await self.events.send(key=record.user_id.encode(), value=event.value)
             return
         state = UserState.from_dict(self.users.get(event.key))
+        watch.lap("state")
         if state.is_duplicate(record.event_id):
             self.metrics.events_in.labels("duplicate").inc()
             return
@@ -223,6 +226,7 @@ class Pipeline:
                               self.settings.events.value_weighted_types)
         deltas = learn(record.user_id, state, record.item_id, record.event_id, weight, event_ts,
                        self.catalog, self.config, self.rng)
+        watch.lap("learn")
         self.users[event.key] = state.to_dict()
         for item_id, delta in deltas.items():
             pending = self._pending_updates.get(item_id)
@@ -231,8 +235,12 @@ class Pipeline:
             else:
                 pending.merge(delta, self.config.half_life_s)
         self.metrics.events_in.labels("applied").inc()
-        await self.emit(self.recommend(record.user_id, self.settings.model.k, trigger="event", state=state,
-                                       event_ts=event_ts, event_id=record.event_id))
+        watch.lap("store")
+        recommendation = self.recommend(record.user_id, self.settings.model.k, trigger="event", state=state,
+                                        event_ts=event_ts, event_id=record.event_id)
+        watch.lap("recommend")
+        await self.emit(recommendation)
+        watch.lap("emit")
         self.metrics.processing_seconds.labels("events").observe(time.perf_counter() - started)
 
     # -- requests -------------------------------------------------------------
@@ -315,6 +323,7 @@ class Pipeline:
 
     async def on_item_update(self, event: EventT) -> None:
         """Apply a (coalesced) item delta on the item's owner; publish the item coalesced."""
+        watch = self.metrics.stopwatch()
         try:
             item_key = event.key or b""
             item_id = item_key.decode()
@@ -332,6 +341,7 @@ class Pipeline:
         item.apply(item_id, delta, self.config.items)
         self.items[item_key] = item.to_dict()
         self._dirty_items[item_id] = item
+        watch.lap("item_owner")
 
     async def publish_coalesced(self) -> None:
         """Send the merged item deltas to their owners and the changed items to every worker.
@@ -339,6 +349,7 @@ class Pipeline:
         Deltas add up, so one merged delta per item per interval gives the owner
         what one delta per event would (up to the norm clip).
         """
+        watch = self.metrics.stopwatch()
         pending, self._pending_updates = self._pending_updates, {}
         for item_id, delta in pending.items():
             await self.item_updates.send(key=item_id.encode(), value=encode_item_update(delta))
@@ -346,6 +357,7 @@ class Pipeline:
         items = self.config.items
         for item_id, item in dirty.items():
             await self.item_state.send(key=item_id.encode(), value=encode_item_state(item_id, item.published(items)))
+        watch.lap("item_publish")
 
     async def republish_owned_items(self) -> None:
         """After a rebalance, queue every owned item for publication.
@@ -361,6 +373,7 @@ class Pipeline:
         """Update this worker's replica from one item-state record."""
         if key is None or value is None:
             return
+        watch = self.metrics.stopwatch()
         item_id, item = decode_item_state(value, self.config.mf.dim)
         self.catalog.upsert(item_id, item)
         features = self.item_features.get(item_id)
@@ -370,3 +383,4 @@ class Pipeline:
             self.index.upsert(item_id, item.vector)  # searchable now; folded into the FAISS build later
             self.index.maybe_rebuild(background=True)
         self.metrics.catalog_items.set(len(self.catalog))
+        watch.lap("replica")

@@ -24,7 +24,11 @@ def test_a_small_e2e_run_answers_every_event_and_writes_its_report(settings: Set
         assert step["duplicates"] == 0 and 0 < step["latency_p50_ms"] <= step["latency_p99_ms"] < 10_000
         assert step["timeline"] and step["rss_mb_max"] > 0
     assert mine["dead_lettered"] == mine["invalid_sent"] == 6  # the relay forwards them; streamrec refuses them
+    stages = mine["stage_us_per_event"]
+    assert stages["learn"] > 0 and stages["recommend"] > 0 and stages["worker CPU"] > sum(
+        value for name, value in stages.items() if name in ("decode", "state", "learn", "store", "recommend", "emit"))
+    assert set(relay["stage_us_per_event"]) == {"other (Faust, Kafka clients, event loop)", "worker CPU"}
     report = write_report(result, tmp_path / "report")
     text = report.read_text()
-    assert "| 100 |" in text and all((tmp_path / "report" / png).stat().st_size > 10_000
+    assert "| 100 |" in text and "| streamrec 100/s |" in text and all((tmp_path / "report" / png).stat().st_size > 10_000
                                      for png in ("latency_cdf.png", "vs_rate.png", "timeline.png"))

@@ -200,3 +200,15 @@ def test_events_wait_until_the_item_catalogue_has_caught_up(app: StreamrecApp, o
     run_events(app, scenario)
 
     assert outputs["recommendations"].keys == [b"u1"]
+
+
+def test_every_stage_of_an_applied_event_is_timed(app: StreamrecApp, outputs) -> None:
+    async def scenario(feed: Feed) -> None:
+        await feed.put(event(event_id="e1"), key=b"u1")
+        await feed.pipeline.publish_coalesced()
+
+    run_events(app, scenario)
+
+    for stage in ("decode", "state", "learn", "store", "recommend", "emit", "item_publish"):
+        assert counted(app.pipeline, "streamrec_stage_seconds_total", stage=stage) > 0, stage
+    assert counted(app.pipeline, "streamrec_stage_seconds_total", stage="item_owner") == 0  # no update consumed here
