@@ -334,10 +334,12 @@ class Pipeline:
         except InvalidRecord as exc:
             await self.send_dead_letter(f"internal item update is malformed: {exc.reason}", event)
             return
-        stored = self.items.get(item_key)
-        item = OwnedItem.from_dict(stored)
-        if stored is None and item_id in self.item_features:  # a new item starts from its content
-            item.vector = self.content.vector(self.item_features[item_id])
+        item = self._dirty_items.get(item_id)  # changed since the last publication: what the table holds
+        if item is None:
+            stored = self.items.get(item_key)
+            item = OwnedItem.from_dict(stored)
+            if stored is None and item_id in self.item_features:  # a new item starts from its content
+                item.vector = self.content.vector(self.item_features[item_id])
         item.apply(item_id, delta, self.config.items)
         self.items[item_key] = item.to_dict()
         self._dirty_items[item_id] = item
