@@ -354,6 +354,13 @@ def _evaluate_live(settings: Settings, interactions: list[Any], offline: dict[st
     return {**facts, "returning_users": agreement}
 
 
+def _print_result(result: dict[str, Any], json_out: Path | None) -> None:
+    """A benchmark's figures: JSON on stdout, and indented in ``json_out`` when given."""
+    if json_out is not None:
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
+    typer.echo(json.dumps(result))
+
+
 bench_app = typer.Typer(help="Benchmarks that print figures and write JSON.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -373,9 +380,7 @@ def bench_model(
     result = benchmark(events, repeats, settings.model.recommender(settings.events.dedup_window))
     for key, value in result.items():
         err.print(f"  {key}: {value}")
-    if json_out is not None:
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
-    typer.echo(json.dumps(result))
+    _print_result(result, json_out)
 
 
 @bench_app.command("index")
@@ -410,9 +415,7 @@ def bench_index(
         _fail(f"{exc} (sizes are integers like 10000,100000)")
     result = benchmark_index(catalogue_sizes, index_config, queries, k, freshness_s, upsert_rate,
                              initial_build_threads=threads, say=lambda text: err.print(text, markup=False, highlight=False))
-    if json_out is not None:
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
-    typer.echo(json.dumps(result))
+    _print_result(result, json_out)
 
 
 @bench_app.command("restart")
@@ -434,9 +437,7 @@ def bench_restart(
                                say=lambda text: err.print(text, markup=False, highlight=False))
     for mode, figures in result["median"].items():
         err.print(f"median {mode:8s}: " + ", ".join(f"{key} {value}" for key, value in figures.items()))
-    if json_out is not None:
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
-    typer.echo(json.dumps(result))
+    _print_result(result, json_out)
 
 
 @bench_app.command("e2e")

@@ -23,6 +23,15 @@ def _pairs(steps: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, 
     return [(pair["relay"], pair["streamrec"]) for pair in by_rate.values() if len(pair) == 2]
 
 
+def _save(fig: plt.Figure, axes: list[plt.Axes], path: Path) -> None:
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _plot_cdf(steps: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     rates = sorted({step["rate"] for step in steps})
@@ -36,11 +45,7 @@ def _plot_cdf(steps: list[dict[str, Any]], path: Path) -> None:
     ax.set_xlabel("event → recommendation latency (ms, log scale)")
     ax.set_ylabel("share of events")
     ax.set_title("Latency CDF per rate (grey: model-free relay, blue: streamrec)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, [ax], path)
 
 
 def _plot_vs_rate(steps: list[dict[str, Any]], path: Path) -> None:
@@ -55,12 +60,7 @@ def _plot_vs_rate(steps: list[dict[str, Any]], path: Path) -> None:
     right.plot([0, top], [0, top], ":", color="black", label="offered rate")
     left.set(xlabel="offered events/s", ylabel="latency (ms)", title="Latency vs rate", yscale="log")
     right.set(xlabel="offered events/s", ylabel="recommendations/s", title="Throughput vs rate")
-    for ax in (left, right):
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, [left, right], path)
 
 
 def _plot_timeline(steps: list[dict[str, Any]], path: Path) -> None:
@@ -73,12 +73,7 @@ def _plot_timeline(steps: list[dict[str, Any]], path: Path) -> None:
         rss.plot(t, [s["rss_mb"] for s in timeline], label=f"{step['target']} {step['rate']:,.0f}/s", **style)
     lag.set(xlabel="seconds into the step", ylabel="events sent, not yet answered", title="Lag over time")
     rss.set(xlabel="seconds into the step", ylabel="RSS of the worker processes (MB)", title="Memory over time")
-    for ax in (lag, rss):
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, [lag, rss], path)
 
 
 def _markdown(result: dict[str, Any]) -> str:
