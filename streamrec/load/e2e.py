@@ -52,6 +52,8 @@ class E2EConfig:
     """One invalid event (rotating kinds) in this many; streamrec must dead-letter each."""
     drain_s: float = 30.0
     """How long to wait for outputs after the producer stops."""
+    find_max: bool = False
+    """Then search each target's highest sustained rate (see :func:`sustained`)."""
 
 
 @dataclass
@@ -283,9 +285,19 @@ def _measure(settings: Settings, names: TopicNames, config: E2EConfig, run: str,
     }
 
 
+def sustained(step: dict[str, Any]) -> bool:
+    """Whether a step kept up: every valid event answered and the backlog never above one second of events."""
+    return step["missing"] == 0 and step["lag_max"] <= step["rate"]
+
+
 def benchmark_e2e(settings: Settings, config: E2EConfig, broker: str | None = None,
                   say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Every rate, relay then streamrec, on one broker (embedded unless ``broker``); all steps' figures."""
+    """Every rate, relay then streamrec, on one broker (embedded unless ``broker``); all steps' figures.
+
+    With ``config.find_max``, each target's highest sustained rate is then searched for
+    (x1.5 steps from its best fixed rate until a step fails, then one step halfway back; halving
+    from the lowest rate when none kept up).
+    """
     workdir = Path(tempfile.mkdtemp(prefix="streamrec-e2e-"))
     steps: list[dict[str, Any]] = []
     broker_pid = None
@@ -295,13 +307,44 @@ def benchmark_e2e(settings: Settings, config: E2EConfig, broker: str | None = No
             broker, broker_pid = embedded.url, embedded.pid
         settings = with_section(settings, "kafka", broker=broker)
         bench_id = f"e2e{time.time_ns() // 1_000_000 % 10**8}"  # fresh topic names, even on a shared broker
-        for step, rate in enumerate(config.rates):
+        counter = itertools.count()
+
+        def step(target: str, rate: float, phase: str) -> dict[str, Any]:
+            say(f"{rate:,.0f} events/s, {target}{phase}: starting on fresh topics...")
+            result = run_step(settings, config, target, rate, f"{bench_id}-{next(counter)}-{target}", workdir, say,
+                              broker_pid)
+            say(f"    {target}: p50 {result['latency_p50_ms']} ms, p99 {result['latency_p99_ms']} ms, "
+                f"{result['received']:,}/{result['valid_sent']:,} answered, output "
+                f"{result['achieved_output_rate']:,.0f}/s, max lag {result['lag_max']:,}")
+            steps.append({**result, "phase": phase.strip(" ()") or "fixed"})
+            return result
+
+        for rate in config.rates:
             for target in TARGETS:
-                say(f"{rate:,.0f} events/s, {target}: starting on fresh topics...")
-                result = run_step(settings, config, target, rate, f"{bench_id}-{step}-{target}", workdir, say,
-                                  broker_pid)
-                say(f"    {target}: p50 {result['latency_p50_ms']} ms, p99 {result['latency_p99_ms']} ms, "
-                    f"{result['received']:,}/{result['valid_sent']:,} answered, output "
-                    f"{result['achieved_output_rate']:,.0f}/s, max lag {result['lag_max']:,}")
-                steps.append(result)
-    return {"config": {k: v for k, v in vars(config).items()}, "logs": str(workdir), "steps": steps}
+                step(target, rate, "")
+        maxima = {target: _find_max(target, steps, step) for target in TARGETS} if config.find_max else {}
+    return {"config": {k: v for k, v in vars(config).items()}, "logs": str(workdir), "steps": steps,
+            "max_sustained": maxima}
+
+
+def _find_max(target: str, steps: list[dict[str, Any]], step: Callable[[str, float, str], dict[str, Any]]) -> float | None:
+    """The highest rate ``target`` sustained, searching up from its fixed-rate steps."""
+    fixed = [s for s in steps if s["target"] == target]
+    good = max((s["rate"] for s in fixed if sustained(s)), default=None)
+    bad = min((s["rate"] for s in fixed if not sustained(s) and (good is None or s["rate"] > good)), default=None)
+    if good is None:  # nothing kept up: search downwards from the lowest rate
+        rate = min(s["rate"] for s in fixed) / 2
+        while good is None and rate >= 25:
+            good = rate if sustained(step(target, rate, " (search)")) else None
+            rate /= 2
+        return good
+    while bad is None:
+        rate = round(good * 1.5)
+        if sustained(step(target, rate, " (search)")):
+            good = rate
+        else:
+            bad = rate
+    middle = round((good + bad) / 2)
+    if middle not in (good, bad) and sustained(step(target, middle, " (search)")):
+        good = middle
+    return good

@@ -19,6 +19,8 @@ def _pairs(steps: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, 
     """(relay, streamrec) per rate, in the order run."""
     by_rate: dict[float, dict[str, dict[str, Any]]] = {}
     for step in steps:
+        if step.get("phase", "fixed") != "fixed":
+            continue
         by_rate.setdefault(step["rate"], {})[step["target"]] = step
     return [(pair["relay"], pair["streamrec"]) for pair in by_rate.values() if len(pair) == 2]
 
@@ -102,6 +104,13 @@ def _markdown(result: dict[str, Any]) -> str:
             f"| {relay['achieved_output_rate']:,.0f}, {mine['achieved_output_rate']:,.0f} | {mine['lag_max']:,} "
             f"| {mine['cpu_percent_mean']}, {mine['broker_cpu_percent_mean']}, {mine['bench_cpu_percent_mean']} "
             f"| {mine['rss_mb_max']} |")
+    maxima = result.get("max_sustained") or {}
+    if maxima:
+        lines += ["", "Highest sustained rate (every event answered, backlog never above one second of events), "
+                  "searched upwards in x1.5 steps: " + ", ".join(
+                      f"{target} {rate:,.0f} events/s" if rate else f"{target}: none" for target, rate in maxima.items())
+                  + (f" (streamrec / relay = {maxima['streamrec'] / maxima['relay']:.2f})"
+                     if maxima.get("relay") and maxima.get("streamrec") else "") + "."]
     lines += _stage_table(result["steps"])
     lines += [
         "",
@@ -132,7 +141,7 @@ def _stage_table(steps: list[dict[str, Any]]) -> list[str]:
              "| step | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for step in steps:
         figures = step.get("stage_us_per_event", {})
-        lines.append(f"| {step['target']} {step['rate']:,.0f}/s | " + " | ".join(
+        lines.append(f"| {step['target']} {step['rate']:,.0f}/s{'' if step.get('phase', 'fixed') == 'fixed' else ' (search)'} | " + " | ".join(
             str(figures.get(name, "")) for name in names) + " |")
     return lines
 
