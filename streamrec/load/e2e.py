@@ -1,7 +1,8 @@
 """``streamrec bench e2e``: event→recommendation latency and throughput, beside the Kafka + Faust floor.
 
-For every rate, two steps run on fresh topics of the same size through the same broker:
-the **relay** (``streamrec worker --relay``: forwards each event, no model) and
+For every rate, two steps run on fresh topics of the same size, each through a fresh
+embedded broker (Tansu keeps every record in memory and its fetches slow down as it
+fills, so steps on one broker would not compare) or through ``--broker``: the **relay** (``streamrec worker --relay``: forwards each event, no model) and
 **streamrec** (the real workers). Each step starts its processes, waits until an event
 comes back, sends a warm-up history (so the model's lists are personalised and both steps'
 topics hold as many records), then produces at the fixed rate for ``duration`` seconds
@@ -292,7 +293,7 @@ def sustained(step: dict[str, Any]) -> bool:
 
 def benchmark_e2e(settings: Settings, config: E2EConfig, broker: str | None = None,
                   say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Every rate, relay then streamrec, on one broker (embedded unless ``broker``); all steps' figures.
+    """Every rate, relay then streamrec, through ``broker`` or a fresh embedded broker per step; all steps' figures.
 
     With ``config.find_max``, each target's highest sustained rate is then searched for
     (x1.5 steps from its best fixed rate until a step fails, then one step halfway back; halving
@@ -300,29 +301,30 @@ def benchmark_e2e(settings: Settings, config: E2EConfig, broker: str | None = No
     """
     workdir = Path(tempfile.mkdtemp(prefix="streamrec-e2e-"))
     steps: list[dict[str, Any]] = []
-    broker_pid = None
-    with contextlib.ExitStack() as stack:
-        if broker is None:
-            embedded = stack.enter_context(EmbeddedBroker(settings.embedded.host, 0, log_path=workdir / "broker.log"))
-            broker, broker_pid = embedded.url, embedded.pid
-        settings = with_section(settings, "kafka", broker=broker)
-        bench_id = f"e2e{time.time_ns() // 1_000_000 % 10**8}"  # fresh topic names, even on a shared broker
-        counter = itertools.count()
+    bench_id = f"e2e{time.time_ns() // 1_000_000 % 10**8}"  # fresh topic names, even on a shared broker
+    counter = itertools.count()
 
-        def step(target: str, rate: float, phase: str) -> dict[str, Any]:
-            say(f"{rate:,.0f} events/s, {target}{phase}: starting on fresh topics...")
-            result = run_step(settings, config, target, rate, f"{bench_id}-{next(counter)}-{target}", workdir, say,
-                              broker_pid)
-            say(f"    {target}: p50 {result['latency_p50_ms']} ms, p99 {result['latency_p99_ms']} ms, "
-                f"{result['received']:,}/{result['valid_sent']:,} answered, output "
-                f"{result['achieved_output_rate']:,.0f}/s, max lag {result['lag_max']:,}")
-            steps.append({**result, "phase": phase.strip(" ()") or "fixed"})
-            return result
+    def step(target: str, rate: float, phase: str) -> dict[str, Any]:
+        say(f"{rate:,.0f} events/s, {target}{phase}: starting on fresh topics...")
+        number = next(counter)
+        with contextlib.ExitStack() as stack:
+            url, pid = broker, None
+            if url is None:  # a fresh embedded broker per step: it keeps every record and slows as it fills
+                embedded = stack.enter_context(EmbeddedBroker(settings.embedded.host, 0,
+                                                              log_path=workdir / f"broker-{number}.log"))
+                url, pid = embedded.url, embedded.pid
+            result = run_step(with_section(settings, "kafka", broker=url), config, target, rate,
+                              f"{bench_id}-{number}-{target}", workdir, say, pid)
+        say(f"    {target}: p50 {result['latency_p50_ms']} ms, p99 {result['latency_p99_ms']} ms, "
+            f"{result['received']:,}/{result['valid_sent']:,} answered, output "
+            f"{result['achieved_output_rate']:,.0f}/s, max lag {result['lag_max']:,}")
+        steps.append({**result, "phase": phase.strip(" ()") or "fixed"})
+        return result
 
-        for rate in config.rates:
-            for target in TARGETS:
-                step(target, rate, "")
-        maxima = {target: _find_max(target, steps, step) for target in TARGETS} if config.find_max else {}
+    for rate in config.rates:
+        for target in TARGETS:
+            step(target, rate, "")
+    maxima = {target: _find_max(target, steps, step) for target in TARGETS} if config.find_max else {}
     return {"config": {k: v for k, v in vars(config).items()}, "logs": str(workdir), "steps": steps,
             "max_sustained": maxima}
 
