@@ -104,6 +104,15 @@ def _events(config: E2EConfig, run: str, tally: _Tally | None) -> Iterator[Messa
         yield stamped
 
 
+def _cpu_percent(processes: list[psutil.Process]) -> float:
+    """Percent of a core the processes used since the previous call (100 = one core)."""
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            total += process.cpu_percent(None)
+    return round(total, 1)
+
+
 class _Sampler:
     """CPU and RSS of the step's worker processes, once a second, and the CPU of the broker
     (when embedded) and of this benchmark process, which share the machine."""
@@ -137,14 +146,6 @@ class _Sampler:
         self._stop.set()
         self._thread.join(5)
 
-    @staticmethod
-    def _cpu(processes: list[psutil.Process]) -> float:
-        total = 0.0
-        for process in processes:
-            with contextlib.suppress(psutil.Error):
-                total += process.cpu_percent(None)
-        return round(total, 1)
-
     def _run(self) -> None:
         while not self._stop.wait(1.0):
             rss = 0.0
@@ -152,9 +153,9 @@ class _Sampler:
                 with contextlib.suppress(psutil.Error):
                     rss += process.memory_info().rss / 2**20
             sent, received = self.counts()
-            self.samples.append({"t_s": round(time.monotonic() - self.started, 1), "cpu_percent": self._cpu(self.workers),
-                                 "broker_cpu_percent": self._cpu(self.others["broker"]),
-                                 "bench_cpu_percent": self._cpu(self.others["bench"]),
+            self.samples.append({"t_s": round(time.monotonic() - self.started, 1), "cpu_percent": _cpu_percent(self.workers),
+                                 "broker_cpu_percent": _cpu_percent(self.others["broker"]),
+                                 "bench_cpu_percent": _cpu_percent(self.others["bench"]),
                                  "rss_mb": round(rss, 1), "lag": sent - received})
 
 
@@ -174,6 +175,18 @@ def _wait_until_answering(settings: Settings, names: TopicNames, timeout_s: floa
     finally:
         consumer.close()
     raise AssertionError("unreachable")
+
+
+def _wait_until_idle(pids: list[int], timeout_s: float) -> float:
+    """Wait until the workers use under a third of a core (the warm-up's item updates done); seconds waited."""
+    processes = [psutil.Process(pid) for pid in pids]
+    started = time.monotonic()
+    _cpu_percent(processes)
+    while time.monotonic() - started < timeout_s:
+        time.sleep(0.5)
+        if _cpu_percent(processes) < 33:
+            break
+    return time.monotonic() - started
 
 
 def _drain(settings: Settings, names: TopicNames, count: int, prefix: str, timeout_s: float) -> int:
@@ -212,7 +225,9 @@ def run_step(base: Settings, config: E2EConfig, target: str, rate: float, run: s
             produce(settings, names.events, itertools.islice(_events(config, warm, None), config.warmup_events),
                     rate=max(rate, 2_000.0))
             warmed = _drain(settings, names, config.warmup_events, f"{warm}-", 60 + config.warmup_events / 1_000)
-            say(f"    {target}: ready in {ready_s:.1f} s, warm-up {warmed:,}/{config.warmup_events:,} answered")
+            settled = _wait_until_idle(pids, 60)
+            say(f"    {target}: ready in {ready_s:.1f} s, warm-up {warmed:,}/{config.warmup_events:,} answered, "
+                f"idle after {settled:.1f} s more")
         before = _stage_seconds(workers)
         result = _measure(settings, names, config, run, rate, pids, broker_pid, dead_letters=target == "streamrec")
         result["stage_us_per_event"] = _per_event(before, _stage_seconds(workers), result)
@@ -334,12 +349,14 @@ def _find_max(target: str, steps: list[dict[str, Any]], step: Callable[[str, flo
     fixed = [s for s in steps if s["target"] == target]
     good = max((s["rate"] for s in fixed if sustained(s)), default=None)
     bad = min((s["rate"] for s in fixed if not sustained(s) and (good is None or s["rate"] > good)), default=None)
-    if good is None:  # nothing kept up: search downwards from the lowest rate
+    if good is None:  # nothing kept up: halve from the lowest rate, then bisect once as below
         rate = min(s["rate"] for s in fixed) / 2
         while good is None and rate >= 25:
-            good = rate if sustained(step(target, rate, " (search)")) else None
+            if sustained(step(target, rate, " (search)")):
+                good, bad = rate, rate * 2
             rate /= 2
-        return good
+        if good is None:
+            return None
     while bad is None:
         rate = round(good * 1.5)
         if sustained(step(target, rate, " (search)")):

@@ -42,4 +42,4 @@ def test_a_failed_fixed_rate_bounds_the_search_and_none_kept_up_searches_down() 
 
     steps, tried, step = fake_steps(limit=120)
     step("streamrec", 500)
-    assert _find_max("streamrec", steps, step) == 62.5 and tried[1:] == [250, 125, 62.5]  # halving
+    assert _find_max("streamrec", steps, step) == 94 and tried[1:] == [250, 125, 62.5, 94]  # halving, then bisecting
