@@ -10,7 +10,7 @@ import pytest
 
 from streamrec.config import Settings, with_section
 from streamrec.load.request import request_recommendations
-from tests.harness import collect, send, topic_names, values
+from tests.harness import collect, metric, send, topic_names, values
 
 pytestmark = pytest.mark.integration
 
@@ -33,8 +33,10 @@ def test_queries_use_the_index_and_a_restart_loads_its_snapshot(settings: Settin
     while not offered and time.monotonic() < deadline:  # bob's items reach the replica a moment later
         offered = {item["item_id"] for item in request_recommendations(settings, "alice", timeout_s=15)["items"]}
     assert offered and offered <= set(items[6:]), (offered, worker.log()[-2000:])  # unseen ones only
+    while metric(settings, "streamrec_index_items") < len(items) and time.monotonic() < deadline:
+        time.sleep(0.1)  # every item's state replicated (on a loaded machine the last ones come later)
 
-    worker.stop()  # clean: waits for a rebuild, writes the snapshot
+    worker.stop()  # clean: writes the snapshot
     assert (settings.worker.data_dir / "index" / "CURRENT").exists(), worker.log()[-2000:]
     restarted = start_worker(settings, name="restarted")
 
