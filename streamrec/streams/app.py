@@ -141,7 +141,7 @@ def _register_processors(app: StreamrecApp, pipeline: Pipeline) -> None:
     @app.agent(pipeline.item_updates, name="streamrec.items")
     async def process_item_updates(stream: StreamT) -> None:
         async for event in stream.events():
-            await pipeline.guarded(pipeline.on_item_update, event)
+            await pipeline.guarded(pipeline.on_item_updates, event)
 
     @app.agent(pipeline.item_info, name="streamrec.item-info")
     async def check_item_info(stream: StreamT) -> None:

@@ -45,13 +45,14 @@ from streamrec.streams.records import (
     decode_event,
     decode_item_info,
     decode_item_state,
-    decode_item_update,
+    ITEM_UPDATES_PER_RECORD,
+    decode_item_updates,
     decode_request,
     encode_item_state,
-    encode_item_update,
+    encode_item_updates,
 )
 from streamrec.streams.snapshot import ItemReplicas, Offsets
-from streamrec.streams.topics import RAW_BYTES, TopicNames
+from streamrec.streams.topics import RAW_BYTES, TopicNames, key_partition
 
 log = logging.getLogger(__name__)
 
@@ -321,40 +322,47 @@ class Pipeline:
 
     # -- items ----------------------------------------------------------------
 
-    async def on_item_update(self, event: EventT) -> None:
-        """Apply a (coalesced) item delta on the item's owner; publish the item coalesced."""
+    async def on_item_updates(self, event: EventT) -> None:
+        """Apply a batch of (coalesced) item deltas on the items' owner; publish them coalesced."""
         watch = self.metrics.stopwatch()
         try:
-            item_key = event.key or b""
-            item_id = item_key.decode()
-            delta = decode_item_update(event.value, self.config.mf.dim)
-        except UnicodeDecodeError:
-            await self.send_dead_letter("internal item update has a key that is not UTF-8", event)
-            return
+            deltas = decode_item_updates(event.value, self.config.mf.dim)
         except InvalidRecord as exc:
             await self.send_dead_letter(f"internal item update is malformed: {exc.reason}", event)
             return
-        item = self._dirty_items.get(item_id)  # changed since the last publication: what the table holds
-        if item is None:
-            stored = self.items.get(item_key)
-            item = OwnedItem.from_dict(stored)
-            if stored is None and item_id in self.item_features:  # a new item starts from its content
-                item.vector = self.content.vector(self.item_features[item_id])
-        item.apply(item_id, delta, self.config.items)
-        self.items[item_key] = item.to_dict()
-        self._dirty_items[item_id] = item
+        for item_id, delta in deltas.items():
+            item_key = item_id.encode()
+            item = self._dirty_items.get(item_id)  # changed since the last publication: what the table holds
+            if item is None:
+                stored = self.items.get(item_key)
+                item = OwnedItem.from_dict(stored)
+                if stored is None and item_id in self.item_features:  # a new item starts from its content
+                    item.vector = self.content.vector(self.item_features[item_id])
+            item.apply(item_id, delta, self.config.items)
+            self.items[item_key] = item.to_dict()  # changelog partition: this record's, the item's
+            self._dirty_items[item_id] = item
         watch.lap("item_owner")
 
     async def publish_coalesced(self) -> None:
         """Send the merged item deltas to their owners and the changed items to every worker.
 
         Deltas add up, so one merged delta per item per interval gives the owner
-        what one delta per event would (up to the norm clip).
+        what one delta per event would (up to the norm clip). They travel batched:
+        one record per partition (at most ``ITEM_UPDATES_PER_RECORD`` items), sent to
+        the partition Kafka's default partitioner gives each item_id, so an item's
+        deltas and its row in the items table always meet on the same owner.
         """
         watch = self.metrics.stopwatch()
         pending, self._pending_updates = self._pending_updates, {}
+        n = self.settings.topics.partitions
+        by_partition: dict[int, dict[str, ItemDelta]] = {}
         for item_id, delta in pending.items():
-            await self.item_updates.send(key=item_id.encode(), value=encode_item_update(delta))
+            by_partition.setdefault(key_partition(item_id.encode(), n), {})[item_id] = delta
+        for partition, deltas in by_partition.items():
+            ids = list(deltas)
+            for start in range(0, len(ids), ITEM_UPDATES_PER_RECORD):
+                chunk = {item_id: deltas[item_id] for item_id in ids[start:start + ITEM_UPDATES_PER_RECORD]}
+                await self.item_updates.send(value=encode_item_updates(chunk), partition=partition)
         dirty, self._dirty_items = self._dirty_items, {}
         items = self.config.items
         for item_id, item in dirty.items():

@@ -28,6 +28,9 @@ _NUMPY = orjson.OPT_SERIALIZE_NUMPY  # numpy scalars are numbers (stdlib json re
 SCHEMA_VERSION = 1
 #: Most bytes of an original value copied into a dead letter.
 DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024
+ITEM_UPDATES_PER_RECORD = 256
+"""Most item deltas in one internal item-updates record (each is under 2 KB at dim 32–128)."""
+ITEM_UPDATES_PAYLOAD_LIMIT = 1024 * 1024  # Kafka's default max.message.bytes
 
 UserId = str
 ItemId = str
@@ -145,24 +148,40 @@ class DeadLetter:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
 
 
-def encode_item_update(delta: ItemDelta) -> bytes:
-    """Encode an item delta for ``internal.item-updates`` (keyed by item_id)."""
-    return orjson.dumps({"weight": delta.weight, "ts_ms": delta.ts_ms,
-                         "vector": None if delta.vector is None else delta.vector.tolist(),
-                         "neighbours": delta.neighbours, "schema_version": SCHEMA_VERSION}, option=_NUMPY)
+def _delta_object(delta: ItemDelta) -> dict[str, Any]:
+    return {"weight": delta.weight, "ts_ms": delta.ts_ms,
+            "vector": None if delta.vector is None else delta.vector.tolist(), "neighbours": delta.neighbours}
 
 
-def decode_item_update(raw: bytes | None, dim: int) -> ItemDelta:
-    """Decode an item delta, raising :class:`InvalidRecord` for anything malformed or non-finite."""
-    obj = _load_object(raw, DEAD_LETTER_PAYLOAD_LIMIT)
-    weight = _finite_number(obj, "weight")
-    ts_ms = parse_timestamp_ms(obj.get("ts_ms"))
-    neighbours = obj.get("neighbours") or {}
-    if weight is None or ts_ms is None or not isinstance(neighbours, dict):
-        raise InvalidRecord("internal item update needs numeric 'weight' and 'ts_ms' and an object 'neighbours'")
-    weights = _finite_numbers(list(neighbours.values()), "neighbour weights")
-    return ItemDelta(weight, ts_ms, _vector(obj.get("vector"), dim, required=False),
-                     dict(zip(map(str, neighbours), weights.tolist(), strict=True)))
+def encode_item_updates(deltas: dict[ItemId, ItemDelta]) -> bytes:
+    """Encode the deltas of several items (all owned by one partition) for ``internal.item-updates``.
+
+    One record per partition and publication, not per item: the owner's cost per record
+    (Faust's consumer and stream) is then paid once for the whole batch.
+    """
+    return orjson.dumps({"items": {item_id: _delta_object(delta) for item_id, delta in deltas.items()},
+                         "schema_version": SCHEMA_VERSION}, option=_NUMPY)
+
+
+def decode_item_updates(raw: bytes | None, dim: int) -> dict[ItemId, ItemDelta]:
+    """Decode a batch of item deltas, raising :class:`InvalidRecord` for anything malformed or non-finite."""
+    items = _load_object(raw, ITEM_UPDATES_PAYLOAD_LIMIT).get("items")
+    if not isinstance(items, dict):
+        raise InvalidRecord("internal item update needs an object 'items' (item_id -> delta)")
+    deltas = {}
+    for item_id, obj in items.items():
+        if not isinstance(obj, dict):
+            raise InvalidRecord(f"internal item update of {item_id!r} is not an object")
+        weight = _finite_number(obj, "weight")
+        ts_ms = parse_timestamp_ms(obj.get("ts_ms"))
+        neighbours = obj.get("neighbours") or {}
+        if weight is None or ts_ms is None or not isinstance(neighbours, dict):
+            raise InvalidRecord(f"internal item update of {item_id!r} needs numeric 'weight' and 'ts_ms' "
+                                "and an object 'neighbours'")
+        weights = _finite_numbers(list(neighbours.values()), "neighbour weights")
+        deltas[item_id] = ItemDelta(weight, ts_ms, _vector(obj.get("vector"), dim, required=False),
+                                    dict(zip(map(str, neighbours), weights.tolist(), strict=True)))
+    return deltas
 
 
 def encode_item_state(item_id: ItemId, item: PublishedItem) -> bytes:

@@ -11,6 +11,8 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka.partitioner import murmur2
+
 from streamrec.config import KafkaSettings, Settings
 
 #: Faust tables of the worker; each has a changelog topic ``<app_id>-<table>-changelog``.
@@ -30,7 +32,7 @@ class TopicNames:
     recommendations: str
     dead_letter: str
     item_updates: str
-    """Internal: item-side updates keyed by item_id, sent to the item's owner."""
+    """Internal: item-side updates, batched per partition of their item_ids (:func:`key_partition`)."""
     item_state: str
     """Internal, compacted: each item's latest state, replicated to every worker."""
 
@@ -41,6 +43,11 @@ class TopicNames:
             "events", "items", "requests", "recommendations", "dead-letter",
             "internal.item-updates", "internal.item-state",
         )))
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as in the Java client and aiokafka) gives ``key``."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,13 +50,17 @@ class Outbox:
     def __init__(self, name: str) -> None:
         self.name = name
         self.messages: list[tuple[bytes | None, bytes | None]] = []
+        self.partitions: list[int | None] = []  # as sent: None lets the partitioner choose
 
-    def send_soon(self, *, key: bytes | None = None, value: bytes | None = None, **_: object) -> Mock:
+    def send_soon(self, *, key: bytes | None = None, value: bytes | None = None, partition: int | None = None,
+                  **_: object) -> Mock:
         self.messages.append((key, value))
+        self.partitions.append(partition)
         return Mock(name=f"{self.name} future")
 
-    async def send(self, *, key: bytes | None = None, value: bytes | None = None, **_: object) -> Mock:
-        return self.send_soon(key=key, value=value)
+    async def send(self, *, key: bytes | None = None, value: bytes | None = None, partition: int | None = None,
+                   **_: object) -> Mock:
+        return self.send_soon(key=key, value=value, partition=partition)
 
     @property
     def keys(self) -> list[bytes | None]:
@@ -65,6 +69,11 @@ class Outbox:
     @property
     def values(self) -> list[dict]:
         return [json.loads(value) for _, value in self.messages]
+
+    @property
+    def item_deltas(self) -> list[tuple[str, dict]]:
+        """``(item_id, delta)`` of every batched item-updates record, in the order sent."""
+        return [(item_id, delta) for value in self.values for item_id, delta in value["items"].items()]
 
 
 def outbox(monkeypatch: pytest.MonkeyPatch, topic) -> Outbox:

@@ -10,13 +10,16 @@ import base64
 import json
 import math
 
+import numpy as np
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from streamrec.config import EventSettings
 from streamrec.errors import InvalidRecord, StreamrecError
 from streamrec.eval.synthetic import invalid_events
+from streamrec.models.items import ItemDelta
 from streamrec.streams.records import (
     DeadLetter,
     Event,
@@ -26,9 +29,13 @@ from streamrec.streams.records import (
     ScoredItem,
     decode_event,
     decode_item_info,
+    decode_item_updates,
     decode_request,
+    encode_item_updates,
     parse_timestamp_ms,
 )
+
+from streamrec.streams.topics import key_partition
 
 RULES = EventSettings()
 MAX_K = 100
@@ -421,3 +428,34 @@ def test_future_timestamps_beyond_the_skew_are_rejected_only_when_the_clock_is_g
         decode_event(ahead, rules, now_ms=now)
     assert decode_event(within, rules, now_ms=now).ts_ms == now + 59_000
     assert decode_event(ahead, rules).ts_ms == now + 61_000
+
+
+# -- internal item updates (batched per partition) ------------------------------------
+
+
+def test_item_update_batches_round_trip() -> None:
+    deltas = {"i1": ItemDelta(2.0, 5, np.arange(4, dtype=np.float32), {"i0": 1.5}), "i2": ItemDelta(1.0, 6)}
+    decoded = decode_item_updates(encode_item_updates(deltas), dim=4)
+    assert list(decoded) == ["i1", "i2"]
+    assert (decoded["i1"].weight, decoded["i1"].ts_ms, decoded["i1"].neighbours) == (2.0, 5, {"i0": 1.5})
+    assert decoded["i1"].vector.tolist() == [0.0, 1.0, 2.0, 3.0] and decoded["i2"].vector is None
+
+
+@pytest.mark.parametrize(("items", "phrase"), [
+    (None, "needs an object 'items'"),
+    ({"i1": [1]}, "'i1' is not an object"),
+    ({"i1": {"weight": 1.0, "ts_ms": 5, "vector": [float("nan")] * 4}}, "finite"),
+    ({"i1": {"weight": 1.0, "ts_ms": 5, "vector": [1.0]}}, "model.dim"),
+    ({"i1": {"weight": "x", "ts_ms": 5}}, "'weight' must be a number"),
+    ({"i1": {"ts_ms": 5}}, "'i1' needs numeric 'weight'"),
+])
+def test_malformed_item_update_batches_are_refused(items: object, phrase: str) -> None:
+    with pytest.raises(InvalidRecord, match=phrase):
+        decode_item_updates(json.dumps({"items": items}).encode(), dim=4)
+
+
+def test_key_partition_matches_kafkas_default_partitioner() -> None:
+    # What aiokafka's producer (like the Java client's) picks for a keyed record.
+    partitioner = DefaultPartitioner()
+    for key in (b"i1", b"item-42", b"\xe2\x82\xac", b""):
+        assert key_partition(key, 12) == partitioner(key, list(range(12)), list(range(12)))

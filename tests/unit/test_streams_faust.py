@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 
 import pytest
 
@@ -11,6 +12,7 @@ from streamrec.eval.synthetic import invalid_events
 from streamrec.models.online_recommender import MODEL_VERSION
 from streamrec.streams.app import StreamrecApp
 from streamrec.streams.records import DeadLetter
+from streamrec.streams.topics import key_partition
 from tests.unit.faust_harness import (
     PREFIX,
     T0_MS,
@@ -62,7 +64,7 @@ def test_valid_event_is_remembered_in_the_users_table(app: StreamrecApp, outputs
     assert [item["item_id"] for item in second["items"]] == ["i3", "i4"]
 
 
-def test_weighted_event_sends_an_item_update_keyed_by_item(app: StreamrecApp, outputs) -> None:
+def test_weighted_event_sends_an_item_update_to_the_items_partition(app: StreamrecApp, outputs) -> None:
     async def scenario(feed: Feed) -> None:
         await feed.put(event(type="rating", value=3.0, ts=T0_MS), key=b"u1")
         await feed.put(event(item_id="i2", type="purchase", ts=T0_MS + 1), key=b"u1")
@@ -72,8 +74,13 @@ def test_weighted_event_sends_an_item_update_keyed_by_item(app: StreamrecApp, ou
     run_events(app, scenario)
 
     out = outputs["item_updates"]
-    assert out.keys == [b"i1", b"i2"]
-    first, second = out.values
+    partitions = app.pipeline.settings.topics.partitions
+    # One record per partition, with every item whose id Kafka's default partitioner sends there.
+    for (_, value), partition in zip(out.messages, out.partitions, strict=True):
+        assert {key_partition(item_id.encode(), partitions) for item_id in json.loads(value)["items"]} == {partition}
+    assert len(set(out.partitions)) == len(out.messages)
+    deltas = dict(out.item_deltas)
+    first, second = deltas["i1"], deltas["i2"]
     assert (first["weight"], first["ts_ms"], second["weight"], second["ts_ms"]) == (3.0, T0_MS, 8.0, T0_MS + 1)
     # i2 was chosen after i1: its update carries the co-visit (replicas index it both ways).
     assert first["neighbours"] == {} and second["neighbours"] == {"i1": 8.0}
@@ -91,7 +98,7 @@ def test_events_on_one_item_coalesce_into_one_decayed_update(app: StreamrecApp, 
     run_events(app, scenario)
 
     # 8 decayed by one half-life plus 8, as of the later event: what two updates would give.
-    [update] = outputs["item_updates"].values
+    [(_, update)] = outputs["item_updates"].item_deltas
     assert (update["weight"], update["ts_ms"]) == (pytest.approx(12.0), T0_MS + half_life_ms)
 
 
@@ -113,7 +120,7 @@ def test_event_without_ts_uses_the_message_timestamp(app: StreamrecApp, outputs)
     run_events(app, scenario)
 
     assert outputs["recommendations"].values[0]["event_ts"] == T0_MS
-    assert outputs["item_updates"].values[0]["ts_ms"] == T0_MS
+    assert outputs["item_updates"].item_deltas[0][1]["ts_ms"] == T0_MS
 
 
 @pytest.mark.parametrize("kind", sorted(invalid_events()))
@@ -167,7 +174,7 @@ def test_duplicate_event_id_is_applied_once(app: StreamrecApp, outputs) -> None:
     run_events(app, scenario)
 
     assert len(outputs["recommendations"].messages) == 1
-    assert len(outputs["item_updates"].messages) == 1
+    assert [item_id for item_id, _ in outputs["item_updates"].item_deltas] == ["i1"]
     assert app.pipeline.users[b"u1"]["n_events"] == 1
     assert counted(app.pipeline, "streamrec_events_in_total", outcome="duplicate") == 1
 

@@ -160,7 +160,7 @@ def test_item_updates_accumulate_decayed_popularity_and_publish_once(app: Stream
     async def scenario(feed: Feed) -> None:
         for ts in (T0_MS, T0_MS + half_life_ms):
             update = {"weight": 4.0, "ts_ms": ts, "vector": [0.5] + [0.0] * (dim - 1), "neighbours": {"i1": 1.0}}
-            await feed.agent.put(json.dumps(update).encode(), key=b"i9")
+            await feed.agent.put(json.dumps({"items": {"i9": update}}).encode())
             await until(lambda: (pipeline.items.get(b"i9") or {}).get("ts_ms") == ts)  # noqa: B023
         await pipeline.publish_coalesced()
         await pipeline.publish_coalesced()  # nothing changed since: publishes nothing
