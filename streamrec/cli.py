@@ -449,6 +449,9 @@ def bench_e2e(
     users: Annotated[int, typer.Option(min=1, help="Distinct users in the synthetic load.")] = 100_000,
     find_max: Annotated[bool, typer.Option("--find-max", help="Then search each target's highest rate with "
                                            "every event answered and under a second of backlog.")] = False,
+    soak: Annotated[float, typer.Option(min=0, metavar="MINUTES", help="Instead of the rate steps: relay, then "
+                                        "streamrec, for MINUTES each at the first --rates value (memory trend, "
+                                        "latency drift).")] = 0.0,
     broker: BrokerOption = None,
     out: Annotated[Path | None, typer.Option(help="Results directory (default: bench/results/<timestamp>).")] = None,
     config: ConfigOption = None,
@@ -465,13 +468,13 @@ def bench_e2e(
     except ValueError:
         _fail(f"--rates takes numbers like 500,1000, got {rates!r}")
     settings = _settings(config)
-    result = benchmark_e2e(settings, E2EConfig(rate_list, duration, workers, warmup, users, find_max=find_max), broker,
-                           say=lambda text: err.print(text, markup=False, highlight=False))
+    e2e = E2EConfig(rate_list, duration, workers, warmup, users, find_max=find_max, soak_minutes=soak)
+    result = benchmark_e2e(settings, e2e, broker, say=lambda text: err.print(text, markup=False, highlight=False))
     directory = out or Path("bench/results") / time.strftime("%Y%m%d-%H%M%S")
     report = write_report(result, directory)
     err.print(f"report: {report}")
     typer.echo(json.dumps({"report": str(report), "max_sustained": result["max_sustained"], "steps": [
-        {k: v for k, v in step.items() if k not in ("timeline", "latencies_ms")} for step in result["steps"]]}))
+        {k: v for k, v in step.items() if k not in ("timeline", "latencies_ms", "windows")} for step in result["steps"]]}))
 
 
 def main() -> None:

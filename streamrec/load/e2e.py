@@ -55,6 +55,15 @@ class E2EConfig:
     """How long to wait for outputs after the producer stops."""
     find_max: bool = False
     """Then search each target's highest sustained rate (see :func:`sustained`)."""
+    soak_minutes: float = 0.0
+    """When > 0: instead of the rate steps, one long step per target at ``rates[0]`` (memory over time)."""
+    window_s: float = 30.0
+    """Latency percentiles are also reported per window of this many seconds (drift over a step)."""
+
+    @property
+    def measured_s(self) -> float:
+        """Seconds of load in each step."""
+        return self.soak_minutes * 60 if self.soak_minutes > 0 else self.duration_s
 
 
 @dataclass
@@ -64,6 +73,10 @@ class _Tally:
     prefix: str
     sent_ts: dict[str, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
+    answered_s: list[float] = field(default_factory=list)
+    """When each latency was taken, in seconds since ``started``."""
+    started: float = field(default_factory=time.monotonic)
+    users: set[str] = field(default_factory=set)
     received: set[str] = field(default_factory=set)
     duplicates: int = 0
     dead_letters: int = 0
@@ -83,6 +96,7 @@ class _Tally:
         ts = value.get("event_ts", value.get("ts"))
         if isinstance(ts, int):
             self.latencies_ms.append(time.time() * 1000 - ts)
+            self.answered_s.append(time.monotonic() - self.started)
 
 
 def _events(config: E2EConfig, run: str, tally: _Tally | None) -> Iterator[Message | Callable[[], Message]]:
@@ -100,6 +114,7 @@ def _events(config: E2EConfig, run: str, tally: _Tally | None) -> Iterator[Messa
             message = stamp_event(event)
             if tally is not None:
                 tally.sent_ts[str(event["event_id"])] = json.loads(message[1])["ts"]
+                tally.users.add(str(event["user_id"]))
             return message
         yield stamped
 
@@ -259,7 +274,7 @@ def _measure(settings: Settings, names: TopicNames, config: E2EConfig, run: str,
     """Produce at ``rate`` and match outputs until every valid event is answered (and, with
     ``dead_letters``, every invalid one dead-lettered) or the drain time is up."""
     tally = _Tally(prefix=f"{run}-m-")
-    count = int(rate * config.duration_s)
+    count = int(rate * config.measured_s)
     events = itertools.islice(_events(config, f"{run}-m", tally), count)
     consumer = open_consumer(settings, [names.recommendations, names.dead_letter], from_beginning=False)
     report_box: list[Any] = []
@@ -268,10 +283,10 @@ def _measure(settings: Settings, names: TopicNames, config: E2EConfig, run: str,
     valid = count - count // config.invalid_every if config.invalid_every else count
     with _Sampler(pids, broker_pid) as sampler:
         sampler.counts = lambda: (len(tally.sent_ts), len(tally.received))
-        started = time.monotonic()
+        started = tally.started = time.monotonic()
         producer.start()
         try:
-            deadline = started + config.duration_s + config.drain_s
+            deadline = started + config.measured_s + config.drain_s
             for record in read(consumer, until_s=deadline,
                                stop=lambda: not producer.is_alive() and len(tally.received) >= valid
                                and (not dead_letters or tally.dead_letters >= tally.invalid_sent)):
@@ -297,8 +312,42 @@ def _measure(settings: Settings, names: TopicNames, config: E2EConfig, run: str,
         **{f"{key}_mean": round(float(np.mean([s[key] for s in samples])) if samples else 0.0, 1)
            for key in ("cpu_percent", "broker_cpu_percent", "bench_cpu_percent")},
         "rss_mb_max": max((s["rss_mb"] for s in samples), default=0.0),
+        "distinct_users": len(tally.users), **_rss_trend(samples),
+        "windows": _windows(tally, config.window_s),
         "timeline": samples, "latencies_ms": [round(x, 2) for x in tally.latencies_ms],
     }
+
+
+def _windows(tally: _Tally, window_s: float) -> list[dict[str, float]]:
+    """Latency p50/p99 and answers per ``window_s`` of the step (drift: a filling broker, a growing worker)."""
+    if not tally.latencies_ms:
+        return []
+    latencies, at = np.array(tally.latencies_ms), np.array(tally.answered_s)
+    windows = []
+    for start in np.arange(0.0, float(at.max()) + 1e-9, window_s):
+        inside = latencies[(at >= start) & (at < start + window_s)]
+        if inside.size:
+            windows.append({"t_s": round(float(start), 1), "answered": int(inside.size),
+                            "p50_ms": round(float(np.percentile(inside, 50)), 1),
+                            "p99_ms": round(float(np.percentile(inside, 99)), 1)})
+    return windows
+
+
+RSS_WARMUP_SHARE = 1 / 3
+"""The RSS trend is fitted after this share of a step (state and caches filling up is expected)."""
+
+
+def _rss_trend(samples: list[dict[str, float]]) -> dict[str, float]:
+    """RSS after the warm-up share, at the end, and its least-squares slope in MB per minute in between."""
+    if len(samples) < 6:
+        return {}
+    end = samples[-1]["t_s"]
+    after = [s for s in samples if s["t_s"] >= end * RSS_WARMUP_SHARE]
+    t = np.array([s["t_s"] for s in after]) / 60
+    rss = np.array([s["rss_mb"] for s in after])
+    slope = float(np.polyfit(t, rss, 1)[0]) if np.ptp(t) > 0 else 0.0
+    return {"rss_mb_after_warmup": after[0]["rss_mb"], "rss_mb_end": samples[-1]["rss_mb"],
+            "rss_slope_mb_per_min": round(slope, 2)}
 
 
 def sustained(step: dict[str, Any]) -> bool:
@@ -312,7 +361,8 @@ def benchmark_e2e(settings: Settings, config: E2EConfig, broker: str | None = No
 
     With ``config.find_max``, each target's highest sustained rate is then searched for
     (x1.5 steps from its best fixed rate until a step fails, then one step halfway back; halving
-    from the lowest rate when none kept up).
+    from the lowest rate when none kept up). With ``config.soak_minutes``, one long step per
+    target at the first rate instead (RSS trend, latency drift per window).
     """
     workdir = Path(tempfile.mkdtemp(prefix="streamrec-e2e-"))
     steps: list[dict[str, Any]] = []
@@ -336,11 +386,12 @@ def benchmark_e2e(settings: Settings, config: E2EConfig, broker: str | None = No
         steps.append({**result, "phase": phase.strip(" ()") or "fixed"})
         return result
 
-    for rate in config.rates:
+    soak = config.soak_minutes > 0
+    for rate in config.rates[:1] if soak else config.rates:
         for target in TARGETS:
-            step(target, rate, "")
-    maxima = {target: _find_max(target, steps, step) for target in TARGETS} if config.find_max else {}
-    return {"config": {k: v for k, v in vars(config).items()}, "logs": str(workdir), "steps": steps,
+            step(target, rate, " (soak)" if soak else "")
+    maxima = {target: _find_max(target, steps, step) for target in TARGETS} if config.find_max and not soak else {}
+    return {"config": dict(vars(config)), "logs": str(workdir), "steps": steps,
             "max_sustained": maxima}
 
 

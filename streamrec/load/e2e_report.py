@@ -78,6 +78,45 @@ def _plot_timeline(steps: list[dict[str, Any]], path: Path) -> None:
     _save(fig, [lag, rss], path)
 
 
+def _soak_steps(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [step for step in steps if step.get("phase") == "soak"]
+
+
+def _plot_soak(steps: list[dict[str, Any]], path: Path) -> None:
+    fig, (latency, rss) = plt.subplots(1, 2, figsize=(10, 4))
+    for step in steps:
+        windows, timeline = step["windows"], step["timeline"]
+        colour = _COLOURS[step["target"]]
+        latency.plot([w["t_s"] / 60 for w in windows], [w["p99_ms"] for w in windows], "-", color=colour,
+                     label=f"{step['target']} p99")
+        latency.plot([w["t_s"] / 60 for w in windows], [w["p50_ms"] for w in windows], ":", color=colour,
+                     label=f"{step['target']} p50")
+        rss.plot([s["t_s"] / 60 for s in timeline], [s["rss_mb"] for s in timeline], color=colour,
+                 label=f"{step['target']} ({step.get('rss_slope_mb_per_min', float('nan')):+.2f} MB/min after warm-up)")
+    latency.set(xlabel="minutes into the soak", ylabel="latency (ms)", yscale="log",
+                title="Latency per window (the relay shows the broker's own drift)")
+    rss.set(xlabel="minutes into the soak", ylabel="worker RSS (MB)", title="Worker memory over the soak")
+    _save(fig, [latency, rss], path)
+
+
+def _soak_lines(steps: list[dict[str, Any]], window_s: float) -> list[str]:
+    if not steps:
+        return []
+    lines = ["", f"## Soak: {steps[0]['rate']:,.0f} events/s for {steps[0]['elapsed_s'] / 60:.1f} minutes per target",
+             "", "Users keep arriving (uniform over the configured population), so per-user state grows the whole "
+             "time unless it is bounded. The RSS slope is a least-squares fit after the first third of the soak. "
+             f"Latency per {window_s:g} s window in the plot below.", "",
+             "| target | distinct users | answered | first / last window p99 ms | RSS after warm-up → end MB "
+             "| RSS slope MB/min |", "|---|---|---|---|---|---|"]
+    for step in steps:
+        windows = step["windows"] or [{"p99_ms": float("nan")}]
+        lines.append(f"| {step['target']} | {step['distinct_users']:,} | {step['received']:,}/{step['valid_sent']:,} "
+                     f"| {windows[0]['p99_ms']} / {windows[-1]['p99_ms']} "
+                     f"| {step.get('rss_mb_after_warmup', '')} → {step.get('rss_mb_end', '')} "
+                     f"| {step.get('rss_slope_mb_per_min', '')} |")
+    return [*lines, "", "![soak](soak.png)"]
+
+
 def _markdown(result: dict[str, Any]) -> str:
     config = result["config"]
     lines = [
@@ -111,6 +150,7 @@ def _markdown(result: dict[str, Any]) -> str:
                       f"{target} {rate:,.0f} events/s" if rate else f"{target}: none" for target, rate in maxima.items())
                   + (f" (streamrec / relay = {maxima['streamrec'] / maxima['relay']:.2f})"
                      if maxima.get("relay") and maxima.get("streamrec") else "") + "."]
+    lines += _soak_lines(_soak_steps(result["steps"]), config.get("window_s", 30.0))
     lines += _stage_table(result["steps"])
     lines += [
         "",
@@ -141,7 +181,9 @@ def _stage_table(steps: list[dict[str, Any]]) -> list[str]:
              "| step | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for step in steps:
         figures = step.get("stage_us_per_event", {})
-        lines.append(f"| {step['target']} {step['rate']:,.0f}/s{'' if step.get('phase', 'fixed') == 'fixed' else ' (search)'} | " + " | ".join(
+        phase = step.get("phase", "fixed")
+        label = f"{step['target']} {step['rate']:,.0f}/s" + ("" if phase == "fixed" else f" ({phase})")
+        lines.append(f"| {label} | " + " | ".join(
             str(figures.get(name, "")) for name in names) + " |")
     return lines
 
@@ -154,6 +196,8 @@ def write_report(result: dict[str, Any], directory: Path) -> Path:
     _plot_cdf(steps, directory / "latency_cdf.png")
     _plot_vs_rate(steps, directory / "vs_rate.png")
     _plot_timeline(steps, directory / "timeline.png")
+    if _soak_steps(steps):
+        _plot_soak(_soak_steps(steps), directory / "soak.png")
     report = directory / "report.md"
     report.write_text(_markdown(result))
     return report
