@@ -98,6 +98,13 @@ class WorkerSettings(_Section):
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
+    rocksdb_write_buffer_mb: int = Field(4, ge=1, le=4096)
+    rocksdb_block_cache_mb: int = Field(8, ge=1, le=65536)
+
+    def rocksdb_options(self) -> dict[str, int]:
+        """Faust's RocksDB store options: bounded memtables and block cache per table partition."""
+        return {"write_buffer_size": self.rocksdb_write_buffer_mb * 2**20, "max_write_buffer_number": 2,
+                "block_cache_size": self.rocksdb_block_cache_mb * 2**20}
 
 
 class EventSettings(_Section):

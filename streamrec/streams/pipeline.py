@@ -98,7 +98,8 @@ class Pipeline:
         self.item_info = app.topic(self.names.items, partitions=n, **RAW_BYTES)
         # bytes keys use the raw serializer, so a table key partitions exactly
         # like the topic key (HTTP routing to the owner relies on it).
-        table_options: dict[str, Any] = {"partitions": n, "key_type": bytes, "default": None}
+        table_options: dict[str, Any] = {"partitions": n, "key_type": bytes, "default": None,
+                                         "options": settings.worker.rocksdb_options()}
         self.users = app.Table("users", **table_options)
         self.items = app.Table("items", **table_options)
         # Coalescing buffers, drained every model.item_publish_interval_ms and before
