@@ -25,7 +25,7 @@ import math
 from collections.abc import Collection, Iterable
 from operator import itemgetter
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -180,21 +180,11 @@ class OwnedItem:
         self._weights[:keep.size] = self._weights[keep]
         self._slots = {item_id: slot for slot, item_id in enumerate(self.neighbour_ids)}
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form stored in the owner's item table."""
-        return {"popularity": self.popularity, "ts_ms": self.ts_ms,
-                "vector": None if self.vector is None else self.vector.tolist(),
-                "neighbours": self.neighbours}
-
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> OwnedItem:
-        """Inverse of :meth:`to_dict`; ``None`` gives a new item."""
-        if not data:
-            return cls()
-        vector = data.get("vector")
-        return cls(float(data.get("popularity", 0.0)), int(data.get("ts_ms", 0)),
-                   None if vector is None else np.asarray(vector, dtype=np.float32),
-                   {str(k): float(v) for k, v in (data.get("neighbours") or {}).items()})
+    def of(cls, published: PublishedItem) -> OwnedItem:
+        """The owned item a publication describes (a publication holds all of it)."""
+        return cls(published.popularity, published.ts_ms, published.vector,
+                   dict(zip(published.neighbour_ids, published.neighbour_weights.tolist(), strict=True)))
 
 
 class ItemCatalog(PopularityRanking):

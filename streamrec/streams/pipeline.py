@@ -94,24 +94,24 @@ class Pipeline:
         self.recommendations = app.topic(self.names.recommendations, partitions=n, **RAW_BYTES)
         self.dead_letter = app.topic(self.names.dead_letter, partitions=n, **RAW_BYTES)
         self.item_updates = app.topic(self.names.item_updates, partitions=n, **RAW_BYTES)
-        self.item_state = app.topic(self.names.item_state, partitions=n, **RAW_BYTES)
+        self.item_state = app.topic(self.names.item_state, partitions=n, compacting=True, **RAW_BYTES)
         self.item_info = app.topic(self.names.items, partitions=n, **RAW_BYTES)
         # bytes keys use the raw serializer, so a table key partitions exactly
         # like the topic key (HTTP routing to the owner relies on it).
         table_options: dict[str, Any] = {"partitions": n, "key_type": bytes, "default": None,
                                          "options": settings.worker.rocksdb_options()}
         self.users = app.Table("users", **table_options)
-        self.items = app.Table("items", **table_options)
-        # Coalescing buffers, drained every model.item_publish_interval_ms and before
-        # every offset commit, so internal traffic grows with distinct items changed,
-        # not with events. Both are bounded by the catalogue size.
+        # The owners' items, stored as published: the item-state topic is this table's
+        # changelog, so one record both persists an item and publishes it to every replica.
+        self.items = app.Table("items", **table_options, value_type=bytes, changelog_topic=self.item_state)
+        # Item deltas, coalesced until the next publication (every model.item_publish_interval_ms
+        # and before every offset commit), so internal traffic grows with distinct items changed,
+        # not with events. Bounded by the catalogue size.
         self._pending_updates: dict[str, ItemDelta] = {}
-        self._dirty_items: dict[str, OwnedItem] = {}
         self.metrics.assigned_partitions.set_function(self.owned_event_partitions)
         self.metrics.index_items.set_function(lambda: len(self.index))
         self.metrics.index_delta_items.set_function(lambda: self.index.delta_items)
         self.metrics.index_rebuilding.set_function(lambda: self.index.rebuilding)
-        self.items.on_recover(self.republish_owned_items)
 
     def apply_item_info(self, key: bytes | None, value: bytes | None) -> None:
         """Update this worker's view of one item from ``streamrec.items``: availability, categories."""
@@ -324,28 +324,31 @@ class Pipeline:
     # -- items ----------------------------------------------------------------
 
     async def on_item_updates(self, event: EventT) -> None:
-        """Apply a batch of (coalesced) item deltas on the items' owner; publish them coalesced."""
+        """Apply a batch of (coalesced) item deltas on the items' owner, which publishes each item once."""
         watch = self.metrics.stopwatch()
         try:
             deltas = decode_item_updates(event.value, self.config.mf.dim)
         except InvalidRecord as exc:
             await self.send_dead_letter(f"internal item update is malformed: {exc.reason}", event)
             return
+        dim, items = self.config.mf.dim, self.config.items
         for item_id, delta in deltas.items():
-            item_key = item_id.encode()
-            item = self._dirty_items.get(item_id)  # changed since the last publication: what the table holds
-            if item is None:
-                stored = self.items.get(item_key)
-                item = OwnedItem.from_dict(stored)
-                if stored is None and item_id in self.item_features:  # a new item starts from its content
+            key = item_id.encode()
+            stored = self.items.get(key)
+            if stored is not None:
+                item = OwnedItem.of(decode_item_state(stored, dim)[1])
+            else:
+                item = OwnedItem()
+                if item_id in self.item_features:  # a new item starts from its content
                     item.vector = self.content.vector(self.item_features[item_id])
-            item.apply(item_id, delta, self.config.items)
-            self.items[item_key] = item.to_dict()  # changelog partition: this record's, the item's
-            self._dirty_items[item_id] = item
+            item.apply(item_id, delta, items)
+            # Stored and published in one: the changelog record goes to this record's partition,
+            # the item's (see publish_coalesced), where every replica reads it.
+            self.items[key] = encode_item_state(item_id, item.published(items))
         watch.lap("item_owner")
 
     async def publish_coalesced(self) -> None:
-        """Send the merged item deltas to their owners and the changed items to every worker.
+        """Send the merged item deltas to their owners.
 
         Deltas add up, so one merged delta per item per interval gives the owner
         what one delta per event would (up to the norm clip). They travel batched:
@@ -364,21 +367,7 @@ class Pipeline:
             for start in range(0, len(ids), ITEM_UPDATES_PER_RECORD):
                 chunk = {item_id: deltas[item_id] for item_id in ids[start:start + ITEM_UPDATES_PER_RECORD]}
                 await self.item_updates.send(value=encode_item_updates(chunk), partition=partition)
-        dirty, self._dirty_items = self._dirty_items, {}
-        items = self.config.items
-        for item_id, item in dirty.items():
-            await self.item_state.send(key=item_id.encode(), value=encode_item_state(item_id, item.published(items)))
         watch.lap("item_publish")
-
-    async def republish_owned_items(self) -> None:
-        """After a rebalance, queue every owned item for publication.
-
-        Item states changed just before a crash may never have reached the
-        replicated topic; republishing what the recovered table holds fixes
-        every worker's replica (cost: one record per owned item per rebalance).
-        """
-        for key, value in self.items.items():
-            self._dirty_items[key.decode()] = OwnedItem.from_dict(value)
 
     def apply_item_state(self, key: bytes | None, value: bytes | None) -> None:
         """Update this worker's replica from one item-state record."""

@@ -169,7 +169,9 @@ def test_deltas_merge_by_adding_and_the_owner_clips_the_vector_and_bounds_co_vis
     assert owned.neighbours == {"x": 2.0, "y": 5.0, "z": 1.0, "w": 0.5}  # never itself, never NaN
     owned.apply("i", ItemDelta(0.0, 0, None, {"v": 0.1}), items)  # 5 > 2 * max_neighbours: prune
     assert owned.neighbours == {"x": 2.0, "y": 5.0}
-    assert OwnedItem.from_dict(owned.to_dict()).neighbours == owned.neighbours
+    again = OwnedItem.of(owned.published(items))
+    assert (again.neighbours, again.popularity, again.ts_ms) == (owned.neighbours, owned.popularity, owned.ts_ms)
+    assert again.vector.tolist() == owned.vector.tolist()
 
 
 @settings(max_examples=100, deadline=None)
