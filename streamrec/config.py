@@ -62,7 +62,7 @@ class KafkaSettings(_Section):
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
     fetch_max_wait_ms: int = Field(10, ge=0, le=60_000)
-    producer_linger_ms: int = Field(1, ge=0, le=10_000)
+    producer_linger_ms: int = Field(5, ge=0, le=10_000)
     session_timeout_s: float = Field(6.0, gt=0)
     rebalance_timeout_s: float = Field(3.0, gt=0)
     heartbeat_interval_s: float = Field(1.0, gt=0)

@@ -243,21 +243,41 @@ def run_step(base: Settings, config: E2EConfig, target: str, rate: float, run: s
             settled = _wait_until_idle(pids, 60)
             say(f"    {target}: ready in {ready_s:.1f} s, warm-up {warmed:,}/{config.warmup_events:,} answered, "
                 f"idle after {settled:.1f} s more")
-        before = _stage_seconds(workers)
+        before = _worker_samples(workers)
         result = _measure(settings, names, config, run, rate, pids, broker_pid, dead_letters=target == "streamrec")
-        result["stage_us_per_event"] = _per_event(before, _stage_seconds(workers), result)
+        after = _worker_samples(workers)
+        result["stage_us_per_event"] = _per_event(_stages(before), _stages(after), result)
+        result.update(_freshness(before, after))
     return {"target": target, "rate": rate, "workers": config.workers, "ready_s": round(ready_s, 1), **result}
 
 
-def _stage_seconds(workers: list[Settings]) -> dict[str, float]:
-    """Seconds per stage summed over the workers (``streamrec_stage_seconds_total``; none for the relay)."""
+def _worker_samples(workers: list[Settings]) -> dict[str, float]:
+    """The workers' Prometheus samples, summed over the workers."""
     totals: dict[str, float] = {}
     for worker in workers:
         for name, value in read_metrics(worker).items():
-            if name.startswith('streamrec_stage_seconds_total{stage="'):
-                stage = name.split('"')[1]
-                totals[stage] = totals.get(stage, 0.0) + value
+            totals[name] = totals.get(name, 0.0) + value
     return totals
+
+
+def _stages(samples: dict[str, float]) -> dict[str, float]:
+    """Seconds per stage (``streamrec_stage_seconds_total``; none for the relay)."""
+    prefix = 'streamrec_stage_seconds_total{stage="'
+    return {name[len(prefix):].split('"')[0]: value for name, value in samples.items() if name.startswith(prefix)}
+
+
+def _freshness(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Item freshness during the step (owner's write → searchable in a worker's index): the
+    bucket bounds p50 and p99 fall under, in ms (``streamrec_item_freshness_seconds``)."""
+    prefix = 'streamrec_item_freshness_seconds_bucket{le="'
+    buckets = sorted((float(name[len(prefix):].split('"')[0]), after[name] - before.get(name, 0.0))
+                     for name in after if name.startswith(prefix))
+    total = buckets[-1][1] if buckets else 0.0
+    if total <= 0:
+        return {}
+    bound = {q: next(le for le, count in buckets if count >= q * total) for q in (0.5, 0.99)}
+    return {"item_updates_indexed": int(total),
+            **{f"freshness_p{round(q * 100)}_ms_at_most": le * 1000 for q, le in bound.items()}}
 
 
 def _per_event(before: dict[str, float], after: dict[str, float], result: dict[str, Any]) -> dict[str, float]:

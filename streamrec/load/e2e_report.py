@@ -78,6 +78,12 @@ def _plot_timeline(steps: list[dict[str, Any]], path: Path) -> None:
     _save(fig, [lag, rss], path)
 
 
+def _freshness(step: dict[str, Any]) -> str:
+    if "freshness_p50_ms_at_most" not in step:
+        return "n/a"
+    return f"≤ {step['freshness_p50_ms_at_most']:g} / ≤ {step['freshness_p99_ms_at_most']:g}"
+
+
 def _soak_steps(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [step for step in steps if step.get("phase") == "soak"]
 
@@ -130,8 +136,9 @@ def _markdown(result: dict[str, Any]) -> str:
         "the benchmark read its recommendation (same clock).",
         "",
         "| events/s | relay p50 / p99 ms | streamrec p50 / p99 ms | added p50 / p99 ms | streamrec p95 / max ms "
-        "| answered | dead-lettered | output/s (relay, streamrec) | max lag | CPU % workers, broker, bench | RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| answered | dead-lettered | output/s (relay, streamrec) | max lag | CPU % workers, broker, bench | RSS MB "
+        "| item freshness p50 / p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for relay, mine in _pairs(result["steps"]):
         lines.append(
@@ -142,7 +149,7 @@ def _markdown(result: dict[str, Any]) -> str:
             f"| {mine['received']:,}/{mine['valid_sent']:,} | {mine['dead_lettered']}/{mine['invalid_sent']} "
             f"| {relay['achieved_output_rate']:,.0f}, {mine['achieved_output_rate']:,.0f} | {mine['lag_max']:,} "
             f"| {mine['cpu_percent_mean']}, {mine['broker_cpu_percent_mean']}, {mine['bench_cpu_percent_mean']} "
-            f"| {mine['rss_mb_max']} |")
+            f"| {mine['rss_mb_max']} | {_freshness(mine)} |")
     maxima = result.get("max_sustained") or {}
     if maxima:
         lines += ["", "Highest sustained rate (every event answered, backlog never above one second of events), "
@@ -156,7 +163,9 @@ def _markdown(result: dict[str, Any]) -> str:
         "",
         "CPU %: means over the streamrec step of the worker processes, the broker (when embedded) and "
         "this benchmark's own producer and reader, which all share the machine (100 = one core). "
-        "RSS: the worker processes' peak.",
+        "RSS: the worker processes' peak. Item freshness: from an item owner's write of an item's new "
+        "state to that state searchable in a worker's index, as the bucket bounds of "
+        "`streamrec_item_freshness_seconds` the percentiles fall under.",
         "",
         "![latency CDF](latency_cdf.png)",
         "",

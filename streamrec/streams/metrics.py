@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 #: Buckets for per-message processing time, in seconds (100 µs to 1 s).
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+FRESHNESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 STAGES = ("decode", "state", "learn", "store", "recommend", "emit", "item_owner", "item_publish", "replica")
@@ -69,6 +70,10 @@ class WorkerMetrics:
         self.index_rebuilding = Gauge(
             "streamrec_index_rebuilding", "1 while the index rebuilds in the background.", registry=self.registry)
 
+        self.item_freshness = Histogram(
+            "streamrec_item_freshness_seconds", "From an item owner's write of an item's new state to "
+            "the item searchable with it in this worker's index (once the replica has caught up).",
+            buckets=FRESHNESS_BUCKETS, registry=self.registry)
         self.stage_seconds = Counter(
             "streamrec_stage_seconds", "Seconds spent in each stage of the worker's own work; the rest of its "
             "CPU goes to Faust, the Kafka clients and the event loop.", ["stage"], registry=self.registry)

@@ -113,7 +113,7 @@ class Pipeline:
         self.metrics.index_delta_items.set_function(lambda: self.index.delta_items)
         self.metrics.index_rebuilding.set_function(lambda: self.index.rebuilding)
 
-    def apply_item_info(self, key: bytes | None, value: bytes | None) -> None:
+    def apply_item_info(self, key: bytes | None, value: bytes | None, timestamp_ms: int | None = None) -> None:
         """Update this worker's view of one item from ``streamrec.items``: availability, categories."""
         if key is None or value is None:
             return
@@ -369,8 +369,8 @@ class Pipeline:
                 await self.item_updates.send(value=encode_item_updates(chunk), partition=partition)
         watch.lap("item_publish")
 
-    def apply_item_state(self, key: bytes | None, value: bytes | None) -> None:
-        """Update this worker's replica from one item-state record."""
+    def apply_item_state(self, key: bytes | None, value: bytes | None, timestamp_ms: int | None = None) -> None:
+        """Update this worker's replica from one item-state record (written at ``timestamp_ms``)."""
         if key is None or value is None:
             return
         watch = self.metrics.stopwatch()
@@ -382,5 +382,7 @@ class Pipeline:
         if item_id not in self.unavailable:
             self.index.upsert(item_id, item.vector)  # searchable now; folded into the FAISS build later
             self.index.maybe_rebuild(background=True)
+            if timestamp_ms is not None and self.catalogue_ready.is_set():  # not the backlog read at start
+                self.metrics.item_freshness.observe(max(0.0, time.time() - timestamp_ms / 1000))
         self.metrics.catalog_items.set(len(self.catalog))
         watch.lap("replica")

@@ -20,7 +20,8 @@ from streamrec.streams.topics import client_options
 
 log = logging.getLogger(__name__)
 
-ApplyRecord = Callable[[bytes | None, bytes | None], None]
+ApplyRecord = Callable[[bytes | None, bytes | None, int], None]
+"""Called with a record's key, value and timestamp (epoch ms)."""
 
 
 async def replicate_topic(kafka: KafkaSettings, topic: str, apply: ApplyRecord,
@@ -53,7 +54,7 @@ async def replicate_topic(kafka: KafkaSettings, topic: str, apply: ApplyRecord,
             for records in batches.values():
                 for record in records:
                     try:
-                        apply(record.key, record.value)
+                        apply(record.key, record.value, record.timestamp)
                     except ValueError as exc:  # InvalidRecord is a ValueError
                         log.warning("skipping malformed record %s[%d]@%d: %r", topic,
                                     record.partition, record.offset, exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -217,3 +218,16 @@ def test_item_state_record_updates_the_local_ranking(app: StreamrecApp) -> None:
     assert pipeline.catalog.vector("new").tolist() == vector
     assert pipeline.catalog.neighbours("new") == (["i1"], [3.0])
     assert counted(pipeline, "streamrec_catalog_items") == 2  # the neighbour joins the catalogue too
+
+
+def test_item_freshness_is_observed_once_the_replica_has_caught_up(app: StreamrecApp) -> None:
+    pipeline = app.pipeline
+    state = {"item_id": "x", "popularity": 1.0, "ts_ms": T0_MS, "vector": [0.5] * pipeline.config.mf.dim}
+    written_ms = int(time.time() * 1000) - 200  # the owner wrote it 200 ms ago
+    pipeline.catalogue_ready.clear()  # still reading the backlog present at start: not a freshness figure
+    pipeline.apply_item_state(b"x", json.dumps(state).encode(), written_ms)
+    assert counted(pipeline, "streamrec_item_freshness_seconds_count") == 0
+    pipeline.catalogue_ready.set()
+    pipeline.apply_item_state(b"x", json.dumps({**state, "popularity": 2.0}).encode(), written_ms)
+    assert counted(pipeline, "streamrec_item_freshness_seconds_count") == 1
+    assert 0.2 <= counted(pipeline, "streamrec_item_freshness_seconds_sum") < 5.0

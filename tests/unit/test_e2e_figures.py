@@ -1,10 +1,10 @@
-"""The soak figures of ``bench e2e --soak``: RSS trend and latency per window (pure functions)."""
+"""Figures of ``bench e2e``: RSS trend and latency per window (soak), item freshness (pure functions)."""
 
 from __future__ import annotations
 
 import pytest
 
-from streamrec.load.e2e import _rss_trend, _Tally, _windows
+from streamrec.load.e2e import _freshness, _rss_trend, _Tally, _windows
 
 
 def samples(rss_at) -> list[dict[str, float]]:
@@ -33,3 +33,14 @@ def test_windows_hold_the_percentiles_of_the_answers_inside_them() -> None:
     assert (first["t_s"], first["answered"], first["p50_ms"]) == (0.0, 100, 10.0)
     assert first["p99_ms"] > 10.0
     assert (second["t_s"], second["answered"], second["p50_ms"], second["p99_ms"]) == (30.0, 10, 20.0, 20.0)
+
+
+def test_freshness_is_read_from_the_histogram_buckets_added_during_the_step() -> None:
+    def buckets(*counts: int) -> dict[str, float]:
+        bounds = ("0.01", "0.05", "+Inf")
+        return {f'streamrec_item_freshness_seconds_bucket{{le="{le}"}}': float(n) for le, n in zip(bounds, counts)}
+
+    figures = _freshness(buckets(10, 10, 10), buckets(60, 109, 110))  # 100 more: 50 ≤ 10 ms, 99 ≤ 50 ms
+    assert figures == {"item_updates_indexed": 100, "freshness_p50_ms_at_most": 10.0,
+                       "freshness_p99_ms_at_most": 50.0}
+    assert _freshness(buckets(5, 5, 5), buckets(5, 5, 5)) == {}  # nothing indexed (the relay)
