@@ -76,7 +76,7 @@ def produce(settings: Settings, topic: str, messages: Iterable[Message | Callabl
             if due > now:
                 time.sleep(due - now)
             key, value = message() if callable(message) else message
-            producer.send(topic, key=key, value=value).add_errback(on_error)
+            producer.send(topic, key, value, on_error)
             report.sent += 1
             if on_progress is not None:
                 on_progress(1)
