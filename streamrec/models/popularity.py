@@ -67,6 +67,11 @@ class PopularityRanking:
         self.latest_ts_ms = 0
         self._decayed: tuple[int, np.ndarray, float] | None = None  # (now_ms, scores, max) until the next change
         self._top: tuple[int, np.ndarray] | None = None  # (n, the n best rows) until the next change
+        # Every score decayed (or grown) to one reference time, kept up to date item by item, so
+        # ranking at the latest time is one scalar multiply instead of an exp2 per item per change.
+        self._ref_ms: int | None = None  # None: rebuild before use
+        self._ref = np.zeros(0, dtype=np.float64)
+        self._ref_max: float | None = None  # None: recompute before use
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -82,6 +87,8 @@ class PopularityRanking:
         self._scores[row] = score if math.isfinite(score) and score > 0 else 0.0
         self._ts_ms[row] = ts_ms
         self.latest_ts_ms = max(self.latest_ts_ms, ts_ms)
+        if self._ref_ms is not None:
+            self._set_ref(row)
 
     def score(self, item_id: ItemId, now_ms: int | None = None) -> float:
         """The item's score decayed to ``now_ms`` (default: latest event time seen)."""
@@ -136,11 +143,49 @@ class PopularityRanking:
         now = self.latest_ts_ms if now_ms is None else now_ms
         if self._decayed is None or self._decayed[0] != now:
             n = len(self._ids)
-            elapsed_s = np.maximum(now - self._ts_ms[:n], 0) / 1000.0
-            decayed = self._scores[:n] * np.exp2(-elapsed_s / self.half_life_s)
+            if now == self.latest_ts_ms:  # the usual case: every item is at or before now
+                ref, ref_max = self._reference()
+                factor = math.exp2(-(now - self._ref_ms) / 1000.0 / self.half_life_s)
+                decayed, top = ref[:n] * factor, ref_max * factor
+            else:
+                elapsed_s = np.maximum(now - self._ts_ms[:n], 0) / 1000.0
+                decayed = self._scores[:n] * np.exp2(-elapsed_s / self.half_life_s)
+                top = float(decayed.max(initial=0.0))
             decayed.flags.writeable = False
-            self._decayed = (now, decayed, float(decayed.max(initial=0.0)))
+            self._decayed = (now, decayed, top)
         return self._decayed
+
+    _MAX_REF_HALF_LIVES = 256.0
+    """Scores are rebased before they grow past 2**256 against the reference time (float64 tops at 2**1023)."""
+
+    def _reference(self) -> tuple[np.ndarray, float]:
+        """The scores at the reference time and their maximum, rebuilt when missing or too far behind."""
+        n = len(self._ids)
+        if self._ref_ms is None or (self.latest_ts_ms - self._ref_ms) / 1000.0 / self.half_life_s > self._MAX_REF_HALF_LIVES:
+            self._ref_ms = self.latest_ts_ms
+            self._ref = np.zeros(len(self._scores), dtype=np.float64)
+            elapsed_s = (self._ref_ms - self._ts_ms[:n]) / 1000.0
+            self._ref[:n] = self._scores[:n] * np.exp2(-elapsed_s / self.half_life_s)
+            self._ref_max = None
+        if self._ref_max is None:
+            self._ref_max = float(self._ref[:n].max(initial=0.0))
+        return self._ref, self._ref_max
+
+    def _set_ref(self, row: int) -> None:
+        if row >= self._ref.size:
+            self._ref = np.resize(self._ref, len(self._scores))
+        old = float(self._ref[row])
+        grown_s = (int(self._ts_ms[row]) - self._ref_ms) / 1000.0
+        if grown_s / self.half_life_s > self._MAX_REF_HALF_LIVES:  # far ahead: rebuild at the next ranking
+            self._ref_ms = None
+            return
+        new = float(self._scores[row]) * math.exp2(grown_s / self.half_life_s) if self._scores[row] > 0 else 0.0
+        self._ref[row] = new
+        if self._ref_max is not None:
+            if new >= self._ref_max:
+                self._ref_max = new
+            elif old >= self._ref_max:  # the top item fell: find the new top when next needed
+                self._ref_max = None
 
     def _forget_least_popular(self) -> None:
         keep_n = max(1, int(self.max_items * 0.9)) if self.max_items > 1 else 0
@@ -150,6 +195,7 @@ class PopularityRanking:
     def _keep_rows(self, keep: np.ndarray) -> None:
         """Compact the per-row arrays to the rows ``keep`` (ascending); subclasses extend it."""
         self._decayed = self._top = None
+        self._ref_ms = None
         self._ids = [self._ids[r] for r in keep]
         self._scores[:keep.size] = self._scores[keep]
         self._ts_ms[:keep.size] = self._ts_ms[keep]

@@ -284,3 +284,17 @@ def test_ranking_forgets_the_least_popular_items_beyond_its_bound() -> None:
     assert ranking.score("i0") == 0.0  # the least popular went
     assert [item for item, _ in ranking.top_k(3)] == ["new", "i9", "i8"]
     assert ranking.score("i5") == 6.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.floats(0, 1e6), st.integers(0, 10**10)), min_size=1, max_size=60))
+def test_decayed_scores_kept_item_by_item_equal_decaying_every_item_at_once(updates: list) -> None:
+    # half-life 60 s over up to 10**10 ms: thousands of half-lives, so the reference time is rebased too
+    ranking = PopularityRanking(half_life_s=60.0, max_items=20)
+    for item, score, ts in updates:
+        ranking.set(f"i{item}", score, ts)
+        decayed = ranking.decayed()  # the incremental path, after every change
+        now = ranking.latest_ts_ms
+        expected = [decay(ranking.score(item_id, now), now, now, 60.0) for item_id in ranking._ids]
+        assert decayed.tolist() == pytest.approx(expected, rel=1e-9, abs=1e-300)
+        assert ranking.decayed_max() == pytest.approx(max(expected, default=0.0), rel=1e-9, abs=1e-300)
