@@ -53,7 +53,7 @@ def _plot_cdf(steps: list[dict[str, Any]], path: Path) -> None:
 def _plot_vs_rate(steps: list[dict[str, Any]], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for target in _COLOURS:
-        mine = [step for step in steps if step["target"] == target]
+        mine = sorted((step for step in steps if step["target"] == target), key=lambda step: step["rate"])
         rates = [step["rate"] for step in mine]
         left.plot(rates, [step["latency_p50_ms"] for step in mine], "o-", color=_COLOURS[target], label=f"{target} p50")
         left.plot(rates, [step["latency_p99_ms"] for step in mine], "s--", color=_COLOURS[target], label=f"{target} p99")

@@ -15,8 +15,9 @@ from aiokafka.partitioner import murmur2
 
 from streamrec.config import KafkaSettings, Settings
 
-#: Faust tables of the worker; each has a changelog topic ``<app_id>-<table>-changelog``.
-TABLES = ("users", "items")
+#: Faust tables of the worker with a changelog topic ``<app_id>-<table>-changelog`` (the
+#: ``items`` table's changelog is the item-state topic, see ``pipeline.py``).
+TABLES = ("users",)
 
 
 RAW_BYTES: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
