@@ -4,10 +4,11 @@ Each processor takes a raw message, calls the pure core (``models/``), and
 writes the result to a table or topic. Data flow (DESIGN.md):
 
 events (by user) ──► validate, dedup, learn (users table) ──► recommend ──► recommendations
-        │                          └─► item deltas, coalesced ─► internal.item-updates (by item)
-        └─► dead-letter                                                    │
+        │                          └─► item deltas, coalesced ─► internal.item-updates
+        └─► dead-letter                          (one record per partition of the items' ids)
+                                                                           │
                                                  items table (owner): popularity, vector, co-visits
-                                                                           │ coalesced
+                                                                           │ its changelog is
                                                  internal.item-state (compacted, read by every worker)
                                                                            │
                                                  item catalogue replica ──► learn and recommend
