@@ -28,7 +28,24 @@ def test_a_small_e2e_run_answers_every_event_and_writes_its_report(settings: Set
     assert stages["learn"] > 0 and stages["recommend"] > 0 and stages["worker CPU"] > sum(
         value for name, value in stages.items() if name in ("decode", "state", "learn", "store", "recommend", "emit"))
     assert set(relay["stage_us_per_event"]) == {"other (Faust, Kafka clients, event loop)", "worker CPU"}
+    assert mine["item_updates_indexed"] > 0 and mine["freshness_p99_ms_at_most"] <= 30_000  # owner → index
+    assert "freshness_p50_ms_at_most" not in relay
     report = write_report(result, tmp_path / "report")
     text = report.read_text()
     assert "| 100 |" in text and "| streamrec 100/s |" in text and all((tmp_path / "report" / png).stat().st_size > 10_000
                                      for png in ("latency_cdf.png", "vs_rate.png", "timeline.png"))
+
+
+def test_a_short_soak_reports_windows_the_rss_trend_and_its_plot(settings: Settings, tmp_path: Path) -> None:
+    config = E2EConfig(rates=[60.0], warmup_events=100, users=1_000_000, items=100, invalid_every=50,
+                       soak_minutes=0.15, window_s=3.0)
+    result = benchmark_e2e(settings, config, broker=settings.kafka.broker, say=lambda _: None)
+
+    assert [(step["target"], step["phase"]) for step in result["steps"]] == [("relay", "soak"), ("streamrec", "soak")]
+    for step in result["steps"]:
+        assert step["valid_sent"] == 530 and step["received"] == step["valid_sent"], step
+        assert step["distinct_users"] > 500  # new users keep arriving
+        assert len(step["windows"]) >= 3 and sum(w["answered"] for w in step["windows"]) == step["received"]
+        assert "rss_slope_mb_per_min" in step and step["rss_mb_end"] > 0
+    report = write_report(result, tmp_path / "report")
+    assert "## Soak: 60 events/s" in report.read_text() and (tmp_path / "report" / "soak.png").stat().st_size > 10_000
