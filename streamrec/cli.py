@@ -268,7 +268,9 @@ def evaluate(
                                         "RetailRocket events.csv, a .csv/.jsonl, or 'synthetic[:users=..,items=..,events=..,seed=..]'.")],
     k: Annotated[int, typer.Option(min=1, help="List length K.")] = 10,
     stride: Annotated[int, typer.Option(min=1, help="Score every n-th event (all are learned).")] = 1,
-    models: Annotated[str, typer.Option(help="Comma-separated models: popular, trending, covisit, online, streamrec, streamrec-index.")] = "popular,trending,covisit,online,streamrec",
+    models: Annotated[str, typer.Option(help="Comma-separated models: popular, trending, covisit, online, streamrec, "
+                                        "streamrec-index, sequence, streamrec+sequence (the last two train the "
+                                        "sequence model every sequence.train_every_events events).")] = "popular,trending,covisit,online,streamrec",
     seed: Annotated[int | None, typer.Option(help="Random seed of the learned models (default: model.seed).")] = None,
     half_life_h: Annotated[float, typer.Option(help="Half-life of trending, hours of event time.")] = 24.0,
     publish_every: Annotated[int, typer.Option(min=1, help="Publish item changes to the replica every n events, "
@@ -301,7 +303,7 @@ def evaluate(
     against their next, and the table compares it with the offline figure.
     """
     from streamrec.eval.datasets import load_dataset, load_movielens_items
-    from streamrec.eval.models import build_models
+    from streamrec.eval.models import ModelSetup, build_models
     from streamrec.eval.prequential import EvaluationSettings
     from streamrec.eval.prequential import evaluate as replay
     from streamrec.eval.report import print_table, summarise, write_json, write_plot
@@ -311,7 +313,9 @@ def evaluate(
     recommender = model_settings.recommender(half_life_s=half_life_h * 3600.0)
     try:
         interactions = load_dataset(data)[:limit]
-        chosen = build_models([m.strip() for m in models.split(",") if m.strip()], recommender, publish_every)
+        setup = ModelSetup(recommender, publish_every, settings.sequence.config(), settings.sequence.schedule(),
+                           settings.sequence.weight)
+        chosen = build_models([m.strip() for m in models.split(",") if m.strip()], setup)
     except (StreamrecError, ValueError) as exc:
         _fail(str(exc))
     rules = EvaluationSettings(k=k, stride=stride, type_weights=settings.events.types,
@@ -334,6 +338,55 @@ def evaluate(
     if plot is not None:
         write_plot(plot, reports, k)
     typer.echo(json.dumps(summary))
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Argument(help="A recorded log, in any format `streamrec evaluate` reads.")],
+    out: Annotated[Path, typer.Option(help="Directory for the checkpoint (sequence-<version>.pt).")] = Path("models"),
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps (batches of sequence.batch_size users).")] = 2_000,
+    version: Annotated[str | None, typer.Option(help="Checkpoint version (default: train-<UTC time>).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Train on the first n events only.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Train the self-attention sequence model on a recorded log and write a versioned checkpoint.
+
+    The model's shape and optimiser come from [sequence]; every user's last
+    sequence.max_len distinct items (time order) are the training sequences.
+    """
+    from streamrec.eval.datasets import load_dataset
+    from streamrec.models.sequence_training import Sequences, SequenceTrainer
+
+    settings = _settings(config)
+    try:
+        interactions = load_dataset(data)[:limit]
+    except (StreamrecError, ValueError) as exc:
+        _fail(str(exc))
+    sequence = settings.sequence
+    sequences = Sequences(sequence.max_len, sequence.max_users)
+    for event in interactions:
+        sequences.add(event.user_id, event.item_id)
+    if not any(len(items) > 1 for items in sequences.users.values()):
+        _fail(f"{data}: no user has two events, so there is nothing to learn a sequence from")
+    trainer = SequenceTrainer(sequence.config(), sequences)
+    started = time.perf_counter()
+    chunk = max(1, steps // 20)
+    with _progress() as progress:
+        task = progress.add_task(f"training on {len(sequences):,} users' sequences", total=steps, rate="")
+        done = 0
+        while done < steps:
+            loss = trainer.train(min(chunk, steps - done))
+            done += min(chunk, steps - done)
+            progress.update(task, completed=done, rate=f"loss {loss:.3f}")
+    seconds = time.perf_counter() - started
+    snapshot = trainer.snapshot(version or time.strftime("train-%Y%m%dT%H%M%SZ", time.gmtime()), len(interactions))
+    path = snapshot.save(out)
+    result = {"checkpoint": str(path), "version": snapshot.version, "events": len(interactions),
+              "users": len(sequences), "items": len(sequences.item_ids), "steps": steps, "final_loss": round(loss, 4),
+              "seconds": round(seconds, 1), "steps_per_s": round(steps / seconds, 2),
+              "bytes": path.stat().st_size}
+    err.print(f"wrote {path} ({result['bytes'] / 1e6:.1f} MB, {steps} steps in {seconds:.0f} s, loss {loss:.3f})")
+    typer.echo(json.dumps(result))
 
 
 def _evaluate_live(settings: Settings, interactions: list[Any], offline: dict[str, Any], k: int, rate: float,

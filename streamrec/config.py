@@ -37,6 +37,8 @@ from streamrec.errors import ConfigError
 if TYPE_CHECKING:  # imported where used: loading settings must not compile the model's kernels
     from streamrec.index.live_index import IndexConfig
     from streamrec.models.online_recommender import RecommenderConfig
+    from streamrec.models.sequence import SequenceConfig
+    from streamrec.models.sequence_recommender import TrainerSchedule
 
 #: Where ``load_settings`` looks when no file is named (relative to the working directory).
 DEFAULT_CONFIG_PATH = Path("config/streamrec.toml")
@@ -178,6 +180,47 @@ class ModelSettings(_Section):
             explore=self.explore)
 
 
+class SequenceSettings(_Section):
+    """The self-attention sequence model: its shape, how the trainer fine-tunes it, how much it counts."""
+
+    max_len: int = Field(50, ge=1, le=1000)
+    dim: int = Field(64, ge=2, le=1024)
+    blocks: int = Field(2, ge=1, le=12)
+    heads: int = Field(1, ge=1, le=16)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    negatives: int = Field(1024, ge=1, le=1_000_000)
+    batch_size: int = Field(128, ge=1, le=65_536)
+    learning_rate: float = Field(0.001, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    seed: int = Field(0, ge=0)
+    threads: int = Field(1, ge=1, le=256)
+    train_every_events: int = Field(5000, ge=1)
+    train_steps: int = Field(100, ge=1)
+    max_users: int = Field(1_000_000, ge=1)
+    weight: float = Field(0.3, ge=0, le=1000)
+
+    def config(self) -> SequenceConfig:
+        """The pure model's configuration."""
+        from streamrec.models.sequence import SequenceConfig
+
+        return SequenceConfig(max_len=self.max_len, dim=self.dim, blocks=self.blocks, heads=self.heads,
+                              dropout=self.dropout, negatives=self.negatives, batch_size=self.batch_size,
+                              learning_rate=self.learning_rate, weight_decay=self.weight_decay, seed=self.seed,
+                              threads=self.threads)
+
+    def schedule(self) -> TrainerSchedule:
+        """When the trainer fine-tunes, and how much."""
+        from streamrec.models.sequence_recommender import TrainerSchedule
+
+        return TrainerSchedule(self.train_every_events, self.train_steps, self.max_users)
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> SequenceSettings:
+        if self.dim % self.heads:
+            raise ValueError(f"sequence.dim ({self.dim}) must be divisible by sequence.heads ({self.heads})")
+        return self
+
+
 class IndexSettings(_Section):
     """The live FAISS index of item vectors (see ``streamrec.index.live_index.IndexConfig``)."""
 
@@ -220,6 +263,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     events: EventSettings = EventSettings()
     model: ModelSettings = ModelSettings()
+    sequence: SequenceSettings = SequenceSettings()
     index: IndexSettings = IndexSettings()
     embedded: EmbeddedBrokerSettings = EmbeddedBrokerSettings()
 

@@ -57,6 +57,9 @@ class ModelReport:
     """Events whose item nobody had chosen before (only content can put it in a list)."""
     recommended: set[str] = field(default_factory=set)
     seconds: float = 0.0
+    """Time in the model's per-event work (queries and learning steps)."""
+    background_seconds: float = 0.0
+    """Time in work that runs beside the workers live (training the sequence model)."""
     rolling_hits: list[int] = field(default_factory=list)
     catalogue_size: int = 0
     """Distinct items in the stream (the denominator of coverage)."""
@@ -76,6 +79,7 @@ class ModelReport:
             "coverage": len(self.recommended) / max(self.catalogue_size, 1),
             "diversity": self.diversity_total / self.diversity_lists if self.diversity_lists else None,
             "events_per_s": self.overall.n / self.seconds if self.seconds > 0 else 0.0,
+            "background_seconds": self.background_seconds,
         }
 
 
@@ -143,6 +147,11 @@ def evaluate(stream: Iterable[Interaction], models: Mapping[str, OnlineModel],
             started = time.perf_counter()
             model.learn_one(event.user_id, event.item_id, weight, event.ts_ms)
             reports[name].seconds += time.perf_counter() - started
+            background = getattr(model, "background_work", None)
+            if background is not None:  # off the hot path live (the trainer): timed apart
+                started = time.perf_counter()
+                background()
+                reports[name].background_seconds += time.perf_counter() - started
         history.record(event.item_id, None, settings.history_size, 0)
         catalogue.add(event.item_id)
         if on_progress is not None:

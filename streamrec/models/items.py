@@ -328,6 +328,11 @@ class ItemCatalog(PopularityRanking):
         ids = self._ids
         return [ids[row] for row in rows]
 
+    @property
+    def generation(self) -> int:
+        """Counts prunings: rows keep their items until it changes (then rows move, some go)."""
+        return self._generation
+
     def matrix(self) -> np.ndarray:
         """All item vectors, shape ``(len(self), d)`` float32 (a view: do not modify)."""
         return self._vectors[:len(self._ids)]

@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import njit
 
-SOURCES = ("ann", "co-visit", "trending")
+SOURCES = ("ann", "co-visit", "trending", "sequence")
 """What each code in :func:`fuse_top_k`'s ``sources`` means (the names recommendations carry)."""
 
 
@@ -142,38 +142,52 @@ def top_k_kernel(scores: np.ndarray, masked: np.ndarray, k: int) -> np.ndarray: 
 
 
 @njit(cache=True)
+def _add_dense(total: np.ndarray, values: np.ndarray, weight: float) -> tuple[float, float]:  # pragma: no cover
+    """Add ``values`` min-max scaled to ``[0, weight]`` (0 kept as the floor when all are positive)
+    to ``total``; return ``(factor, low)`` (factor 0: skipped, as unused or all equal)."""
+    n = total.shape[0]
+    if not (weight > 0.0 and values.shape[0] == n and n > 0):
+        return 0.0, 0.0
+    high = float(values[0])
+    low = 0.0
+    for row in range(n):
+        value = float(values[row])
+        high = max(high, value)
+        low = min(low, value)
+    if not high - low > 1e-300:
+        return 0.0, 0.0
+    factor = weight / (high - low)
+    for row in range(n):
+        total[row] += float(values[row]) * factor
+    return factor, low
+
+
+@njit(cache=True)
 def fuse_top_k(mf: np.ndarray, mf_weight: float, covisit_rows: np.ndarray, covisit_weights: np.ndarray,
                covisit_weight: float, trending: np.ndarray, trending_high: float, trending_weight: float,
-               masked: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
-    """Fuse three signals over ``n`` candidates; the top ``k`` ``(positions, scores, sources)``, best first.
+               masked: np.ndarray, k: int, sequence: np.ndarray,
+               sequence_weight: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
+    """Fuse four signals over ``n`` candidates; the top ``k`` ``(positions, scores, sources)``, best first.
 
     ``sources`` names, per returned candidate, the signal that added most to its score:
-    0 embeddings, 1 co-visits, 2 trending (see :data:`SOURCES`).
+    0 embeddings, 1 co-visits, 2 trending, 3 the sequence model (see :data:`SOURCES`).
 
     Candidates are positions ``0..n-1`` (the whole catalogue in row order, or a candidate
-    set). ``trending`` has one score per candidate (its length is ``n``); ``mf`` too, or is
-    empty; co-visits come as ``(position, weight)`` pairs, positions may repeat. Each signal
-    is scaled to at most 1 (divided by its maximum, or min-max scaled when it has negative
-    scores), weighted and summed; trending is divided by ``trending_high`` (its maximum over
-    the whole catalogue) when that is above 0. A signal whose scores (nearly) all agree says
-    nothing and is skipped. ``masked`` positions and scores of 0 or less are never
-    returned; ties go to the lowest position.
+    set). ``trending`` has one score per candidate (its length is ``n``); ``mf`` and
+    ``sequence`` too, or are empty; co-visits come as ``(position, weight)`` pairs, positions
+    may repeat. Each signal is scaled to at most 1 (divided by its maximum, or min-max scaled
+    when it has negative scores), weighted and summed; trending is divided by ``trending_high``
+    (its maximum over the whole catalogue) when that is above 0. A signal whose scores (nearly)
+    all agree says nothing and is skipped. ``masked`` positions and scores of 0 or less are
+    never returned; ties go to the lowest position.
     """
     n = trending.shape[0]
     total = np.zeros(n)
-    offset = 0.0  # min-max shifts: the same for every row, so added to the returned scores only
-    mf_factor = mf_low = covisit_factor = trending_factor = 0.0  # 0: the signal is not used
-    if mf_weight > 0.0 and mf.shape[0] == n and n > 0:
-        high = float(mf[0])
-        for row in range(n):
-            value = float(mf[row])
-            high = max(high, value)
-            mf_low = min(mf_low, value)
-        if high - mf_low > 1e-300:
-            mf_factor = mf_weight / (high - mf_low)
-            offset -= mf_low * mf_factor
-            for row in range(n):
-                total[row] += float(mf[row]) * mf_factor
+    mf_factor, mf_low = _add_dense(total, mf, mf_weight)
+    sequence_factor, sequence_low = _add_dense(total, sequence, sequence_weight)
+    # Min-max shifts are the same for every row, so they are added to the returned scores only.
+    offset = -mf_low * mf_factor - sequence_low * sequence_factor
+    covisit_factor = trending_factor = 0.0  # 0: the signal is not used
     covisits = np.zeros(n if covisit_weight > 0.0 and covisit_rows.shape[0] > 0 else 0)
     if covisits.shape[0]:
         for i in range(covisit_rows.shape[0]):
@@ -194,7 +208,7 @@ def fuse_top_k(mf: np.ndarray, mf_weight: float, covisit_rows: np.ndarray, covis
             trending_factor = trending_weight / high
             for row in range(n):
                 total[row] += float(trending[row]) * trending_factor
-    if mf_factor == 0.0 and covisit_factor == 0.0 and trending_factor == 0.0:
+    if mf_factor == 0.0 and sequence_factor == 0.0 and covisit_factor == 0.0 and trending_factor == 0.0:
         return np.zeros(0, dtype=np.intp), np.zeros(0), np.zeros(0, dtype=np.int8)
     rows = top_k_kernel(total, masked, k)
     scores = np.empty(rows.shape[0])
@@ -206,12 +220,14 @@ def fuse_top_k(mf: np.ndarray, mf_weight: float, covisit_rows: np.ndarray, covis
         if score > 0.0:  # no signal says anything for the rest: never pad a list with them
             rows[size] = row
             scores[size] = score
-            # The signal that added most to the score: 0 embeddings, 1 co-visits, 2 trending.
+            # The signal that added most to the score (see SOURCES).
             best, sources[size] = (float(mf[row]) - mf_low) * mf_factor if mf_factor > 0.0 else -1.0, 0
             if covisit_factor > 0.0 and covisits[row] * covisit_factor > best:
                 best, sources[size] = covisits[row] * covisit_factor, 1
             if trending_factor > 0.0 and float(trending[row]) * trending_factor > best:
-                sources[size] = 2
+                best, sources[size] = float(trending[row]) * trending_factor, 2
+            if sequence_factor > 0.0 and (float(sequence[row]) - sequence_low) * sequence_factor > best:
+                sources[size] = 3
             size += 1
     return rows[:size], scores[:size], sources[:size]
 
@@ -224,8 +240,9 @@ def _compile_at_import() -> None:
     sgd_step_kernel(vectors[0], vectors[1], vectors, rows, 1.0, 0.1, 1.0, 0.0, 1.0, True, False)
     trending = np.ones(2)
     trending.flags.writeable = False  # the catalogue's cached popularity is read-only
-    fuse_top_k(np.ones(2, dtype=np.float32), 1.0, rows, np.ones(1), 1.0, trending, 0.0, 1.0, rows, 1)
-    fuse_top_k(np.ones(2, dtype=np.float32), 1.0, rows, np.ones(1), 1.0, np.ones(2), 1.0, 1.0, rows, 1)
+    dense = np.ones(2, dtype=np.float32)
+    fuse_top_k(dense, 1.0, rows, np.ones(1), 1.0, trending, 0.0, 1.0, rows, 1, dense, 1.0)
+    fuse_top_k(dense, 1.0, rows, np.ones(1), 1.0, np.ones(2), 1.0, 1.0, rows, 1, dense, 1.0)
     top_k_kernel(np.ones(2, dtype=np.float32), rows, 1)
 
 

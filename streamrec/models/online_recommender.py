@@ -35,6 +35,7 @@ from streamrec.models.online_mf import (
     OnlineMFConfig,
     initial_user_vector,
     sgd_step_rows,
+    top_rows,
     user_learning_rate,
 )
 from streamrec.models.rerank import intra_list_diversity, mmr
@@ -63,9 +64,11 @@ class FusionWeights:
     covisit: float = 1.0
     trending: float = 0.0
     cold_start: float = 1.0
+    sequence: float = 0.0
+    """The sequence model's scores (when a snapshot is served; see ``sequence_query.py``)."""
 
     def __post_init__(self) -> None:
-        for name in ("mf", "covisit", "trending", "cold_start"):
+        for name in ("mf", "covisit", "trending", "cold_start", "sequence"):
             value = getattr(self, name)
             if not (value >= 0 and np.isfinite(value)):
                 raise ValueError(f"fusion weight {name} must be a finite number >= 0, got {value!r}")
@@ -195,7 +198,7 @@ class LiveVectors(VectorSearch, Protocol):
 
 def recommend(state: UserState, catalog: ItemCatalog, k: int, config: RecommenderConfig,
               exclude: Collection[ItemId] = (), index: VectorSearch | None = None,
-              only: Collection[ItemId] | None = None) -> list[Ranked]:
+              only: Collection[ItemId] | None = None, sequence: np.ndarray | None = None) -> list[Ranked]:
     """The user's top ``k`` ``(item_id, score, source)``, best first, never a seen or excluded item.
 
     The signals are fused by :func:`~streamrec.models.kernels.fuse_top_k` (each scaled to at
@@ -205,6 +208,8 @@ def recommend(state: UserState, catalog: ItemCatalog, k: int, config: Recommende
     co-visited items and the ``config.trending_candidates`` most popular (from
     ``config.index_min_items`` catalogue items on; below, exact scoring of all is faster).
     ``only``, when given, restricts the list to those items (e.g. a category filter).
+    ``sequence`` is the sequence model's score per catalogue row (its best
+    ``config.candidates`` join the candidates).
     """
     n = len(catalog)
     if n == 0 or k <= 0:
@@ -215,6 +220,7 @@ def recommend(state: UserState, catalog: ItemCatalog, k: int, config: Recommende
         share = 0.0  # too small to change a list; saves a pass over the catalogue
     personal = 1.0 - share
     with_mf = fusion.mf > 0 and personal > 0 and state.vector is not None and state.vector.shape == (catalog.dim,)
+    with_sequence = fusion.sequence > 0 and personal > 0 and sequence is not None and sequence.shape == (n,)
     covisit_rows, covisit_weights = catalog.covisits(state.recent(config.covisit_history)) \
         if fusion.covisit > 0 and personal > 0 else (_NO_ROWS, _NO_SCORES)
     masked = catalog.rows(state.seen)
@@ -225,6 +231,7 @@ def recommend(state: UserState, catalog: ItemCatalog, k: int, config: Recommende
     if index is None or n < config.index_min_items:  # score the whole catalogue: positions are rows
         candidates = None
         mf = catalog.matrix() @ state.vector if with_mf else _NO_SCORES
+        sequence = sequence if with_sequence else _NO_SCORES
         trending = catalog.decayed()
         if allowed is not None:
             keep = np.zeros(n, dtype=bool)
@@ -239,10 +246,13 @@ def recommend(state: UserState, catalog: ItemCatalog, k: int, config: Recommende
             parts.append(catalog.rows([item_id for item_id, _ in nearest]))
         if trending_weight > 0:
             parts.append(catalog.top_rows(config.trending_candidates))
+        if with_sequence:
+            parts.append(top_rows(sequence.copy(), config.candidates))
         candidates = np.unique(np.concatenate(parts))
         if allowed is not None:
             candidates = candidates[np.isin(candidates, allowed)]
         mf = catalog.matrix()[candidates] @ state.vector if with_mf else _NO_SCORES
+        sequence = sequence[candidates] if with_sequence else _NO_SCORES
         trending = catalog.decayed()[candidates]
         covisit_rows = np.searchsorted(candidates, covisit_rows)
         masked = np.searchsorted(candidates, masked[np.isin(masked, candidates)])
@@ -250,7 +260,8 @@ def recommend(state: UserState, catalog: ItemCatalog, k: int, config: Recommende
     pool = k * config.diversity_pool if config.diversity > 0 or explore else k
     positions, scores, sources = fuse_top_k(mf, fusion.mf * personal if with_mf else 0.0, covisit_rows,
                                             covisit_weights, fusion.covisit * personal, trending,
-                                            catalog.decayed_max(), trending_weight, masked, pool)
+                                            catalog.decayed_max(), trending_weight, masked, pool,
+                                            sequence, fusion.sequence * personal if with_sequence else 0.0)
     rows = positions if candidates is None else candidates[positions]
     names = [SOURCES[source] for source in sources.tolist()]
     order = np.arange(rows.size)

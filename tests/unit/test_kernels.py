@@ -11,17 +11,19 @@ from streamrec.models.kernels import fuse_top_k
 
 def reference_fusion(mf: np.ndarray, mf_weight: float, covisit_rows: np.ndarray, covisit_weights: np.ndarray,
                      covisit_weight: float, trending: np.ndarray, trending_high: float, trending_weight: float,
-                     masked: np.ndarray, k: int) -> tuple[np.ndarray, list[int], np.ndarray]:
+                     masked: np.ndarray, k: int, sequence: np.ndarray,
+                     sequence_weight: float) -> tuple[np.ndarray, list[int], np.ndarray]:
     """The fusion written out in numpy: scale, weigh, sum, mask, stable sort, drop scores <= 0.
 
     Returns every row's fused score, the top ``k`` rows and each signal's contribution per row.
     """
     n = trending.size
     total = np.zeros(n)
-    contributions = np.full((n, 3), -1.0)  # per signal, -1 when unused
+    contributions = np.full((n, 4), -1.0)  # per signal, -1 when unused
     signals = [(mf_weight, mf.astype(np.float64) if mf.size == n else None, None),
                (covisit_weight, np.bincount(covisit_rows, weights=covisit_weights, minlength=n), None),
-               (trending_weight, trending, trending_high if trending_high > 0 else None)]
+               (trending_weight, trending, trending_high if trending_high > 0 else None),
+               (sequence_weight, sequence.astype(np.float64) if sequence.size == n else None, None)]
     for signal, (weight, scores, given_high) in enumerate(signals):
         if weight > 0 and scores is not None:
             low = min(scores.min(), 0.0)
@@ -44,9 +46,12 @@ def test_fusion_equals_its_numpy_statement(n: int, k: int, data: st.DataObject) 
     covisit_weights = rng.integers(1, 4, pairs).astype(np.float64)  # small integers: ties happen
     trending = rng.integers(0, 3, n).astype(np.float64)
     masked = rng.integers(0, n, data.draw(st.integers(0, n))).astype(np.intp)
-    weights = [data.draw(st.sampled_from([0.0, 0.5, 1.0])) for _ in range(3)]
+    with_sequence = data.draw(st.booleans())
+    sequence = rng.normal(size=n).astype(np.float32) if with_sequence else np.zeros(0, dtype=np.float32)
+    weights = [data.draw(st.sampled_from([0.0, 0.5, 1.0])) for _ in range(4)]
     trending_high = data.draw(st.sampled_from([0.0, 5.0]))  # 0: its own maximum; 5: a catalogue-wide one
-    args = (mf, weights[0], covisit_rows, covisit_weights, weights[1], trending, trending_high, weights[2], masked, k)
+    args = (mf, weights[0], covisit_rows, covisit_weights, weights[1], trending, trending_high, weights[2], masked, k,
+            sequence, weights[3])
 
     rows, scores, sources = fuse_top_k(*args)
     expected_total, expected_rows, contributions = reference_fusion(*args)

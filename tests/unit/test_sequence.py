@@ -1,0 +1,141 @@
+"""The self-attention sequence model: it learns sequential rules, its snapshots are checked, queries align with the catalogue."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from streamrec.cli import app
+from streamrec.models.items import ItemCatalog, OwnedItem, ItemConfig
+from streamrec.models.online_mf import OnlineMFConfig
+from streamrec.models.sequence import SequenceConfig, SequenceModel
+from streamrec.models.sequence_query import SequenceQuery
+from streamrec.models.sequence_training import InvalidSnapshot, Sequences, SequenceSnapshot, SequenceTrainer
+
+N_ITEMS = 31  # prime: x -> 7x + 3 (mod 31) runs through cycles of 15 distinct items
+SMALL = SequenceConfig(dim=32, max_len=20, batch_size=64, threads=2)
+
+
+def rule_sequence(start: int, length: int) -> list[int]:
+    """Each item follows from the previous one by a fixed rule; every item is equally popular."""
+    items = [start]
+    while len(items) < length:
+        items.append((7 * items[-1] + 3) % N_ITEMS)
+    return items
+
+
+def rule_trained(config: SequenceConfig, steps: int = 150) -> SequenceTrainer:
+    rng = np.random.default_rng(0)
+    sequences = Sequences(config.max_len)
+    for user in range(300):
+        for item in rule_sequence(int(rng.integers(0, N_ITEMS)), 12):
+            sequences.add(f"u{user}", f"i{item}")
+    trainer = SequenceTrainer(config, sequences)
+    trainer.train(steps)
+    return trainer
+
+
+def hit_rate_at_1(query: SequenceQuery, seed: int = 1) -> float:
+    """New users: given five items of the rule, is the sixth the single best-scored item?"""
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(200):
+        items = rule_sequence(int(rng.integers(0, N_ITEMS)), 6)
+        scores = query.vectors @ query.query([f"i{item}" for item in items[:5]])
+        hits += query.snapshot.item_ids[int(np.argmax(scores))] == f"i{items[5]}"
+    return hits / 200
+
+
+def test_the_model_learns_a_sequential_rule_that_popularity_cannot_see() -> None:
+    trained = SequenceQuery(rule_trained(SMALL).snapshot("v1", 0))
+    untrained = SequenceQuery(rule_trained(dataclasses.replace(SMALL, learning_rate=0.0)).snapshot("v0", 0))
+
+    assert hit_rate_at_1(trained) >= 0.9
+    assert hit_rate_at_1(untrained) < 0.2  # what guessing (or popularity: all equal) gets: ~1/31
+
+
+def test_training_is_deterministic_for_a_seed() -> None:
+    first = rule_trained(SMALL, steps=5).snapshot("a", 0)
+    second = rule_trained(SMALL, steps=5).snapshot("b", 0)
+
+    for name, tensor in first.state.items():
+        torch.testing.assert_close(tensor, second.state[name])
+
+
+def test_a_position_sees_only_earlier_items() -> None:
+    model = SequenceModel(dataclasses.replace(SMALL, dropout=0.0), n_items=N_ITEMS).eval()
+    before = model(torch.tensor([[0, 3, 5, 7, 9]]))
+    after = model(torch.tensor([[0, 3, 5, 7, 11]]))  # only the last item differs
+
+    torch.testing.assert_close(before[:, :-1], after[:, :-1])
+    assert not torch.allclose(before[:, -1], after[:, -1])
+    assert torch.count_nonzero(before[0, 0]) == 0  # padding gives nothing
+
+
+def test_sequences_are_bounded_in_length_and_users_and_keep_the_latest_order() -> None:
+    sequences = Sequences(max_len=3, max_users=2)
+    for item in ["a", "b", "c", "a", "d", "e"]:
+        sequences.add("ann", item)
+    sequences.add("bob", "a")
+    sequences.add("cy", "b")  # ann is the least recently active: forgotten
+
+    ids = sequences.item_ids
+    assert [ids[i - 1] for i in sequences.of("bob")] == ["a"]
+    assert sequences.of("ann") == [] and len(sequences) == 2
+    sequences.add("bob", "b")
+    for item in ["c", "b", "d", "e"]:
+        sequences.add("bob", item)
+    assert [ids[i - 1] for i in sequences.of("bob")] == ["c", "b", "d", "e"]  # max_len + 1, re-chosen moves last
+
+
+def test_a_snapshot_round_trips_and_a_damaged_one_is_refused(tmp_path: Path) -> None:
+    snapshot = rule_trained(SMALL, steps=3).snapshot("v7", 1234)
+    path = snapshot.save(tmp_path)
+    loaded = SequenceSnapshot.load(path)
+    recent = ["i1", "i10", "i11"]
+
+    assert path.name == "sequence-v7.pt" and loaded.version == "v7" and loaded.trained_events == 1234
+    np.testing.assert_allclose(SequenceQuery(loaded).query(recent), SequenceQuery(snapshot).query(recent))
+    with pytest.raises(InvalidSnapshot, match="unreadable"):
+        SequenceSnapshot.from_bytes(path.read_bytes()[:1000])
+    poisoned = dict(snapshot.state)
+    poisoned["norm.weight"] = poisoned["norm.weight"].clone()
+    poisoned["norm.weight"][0] = float("nan")
+    with pytest.raises(InvalidSnapshot, match="non-finite weights in norm.weight"):
+        SequenceSnapshot.from_bytes(dataclasses.replace(snapshot, state=poisoned).to_bytes())
+    with pytest.raises(InvalidSnapshot, match="do not fit"):
+        SequenceSnapshot.from_bytes(dataclasses.replace(snapshot, config=dataclasses.replace(SMALL, dim=16)).to_bytes())
+
+
+def test_scores_come_by_catalogue_row_and_unknown_items_add_nothing() -> None:
+    query = SequenceQuery(rule_trained(SMALL, steps=3).snapshot("v1", 0))
+    catalog = ItemCatalog(3600.0, 8, 100)
+    config = ItemConfig(OnlineMFConfig(dim=8), 3600.0, 4)
+    for item_id in ["brand-new", "i5", "i2"]:  # rows 0, 1, 2; the snapshot never saw "brand-new"
+        catalog.upsert(item_id, OwnedItem().published(config))
+
+    scores = query.scores(["i1", "i10"], catalog)
+    by_item = query.vectors @ query.query(["i1", "i10"])
+
+    assert scores.shape == (3,)
+    assert scores[1] == pytest.approx(by_item[query.index["i5"]])
+    assert scores[2] == pytest.approx(by_item[query.index["i2"]])
+    assert scores[0] == pytest.approx(by_item.min())
+    assert query.scores(["never-seen"], catalog) is None
+
+
+def test_train_command_writes_a_checkpoint_that_loads(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train", "synthetic:users=40,items=30,events=800,seed=2", "--out",
+                                      str(tmp_path), "--steps", "4", "--version", "t1"])
+
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["version"] == "t1" and summary["steps"] == 4 and summary["events"] == 800
+    snapshot = SequenceSnapshot.load(Path(summary["checkpoint"]))
+    assert len(snapshot.item_ids) == summary["items"] and snapshot.trained_events == 800
