@@ -389,6 +389,38 @@ def train(
     typer.echo(json.dumps(result))
 
 
+@app.command()
+def trainer(
+    broker: BrokerOption = None,
+    prefix: PrefixOption = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Start from this `streamrec train` checkpoint "
+                                                    "(default: the newest snapshot on the models topic).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Fine-tune the sequence model beside the workers and publish snapshots they swap in.
+
+    Reads the events topic, trains every sequence.train_every_events events (or
+    sequence.train_every_s seconds), and publishes each snapshot that passes its checks
+    (finite weights; held-out HR@10 within sequence.max_quality_drop of the served one)
+    to the models topic. Run one per deployment, on a core the workers do not need.
+    """
+    import logging
+
+    from streamrec.streams.trainer import Trainer
+    from streamrec.streams.topics import create_topics
+
+    settings = _settings(config, broker, prefix)
+    logging.basicConfig(level=settings.worker.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    _interrupt_on_termination()
+    try:
+        create_topics(settings)
+        Trainer(settings, checkpoint).run(stop=lambda: False)
+    except KeyboardInterrupt:
+        err.print("trainer stopped")
+    except (StreamrecError, ValueError) as exc:
+        _fail(str(exc))
+
+
 def _evaluate_live(settings: Settings, interactions: list[Any], offline: dict[str, Any], k: int, rate: float,
                    workers: int, broker: str | None, config: Path | None) -> dict[str, Any]:
     from streamrec.eval.report import live_agreement, print_live_table

@@ -162,8 +162,10 @@ class ModelSettings(_Section):
     diversity_pool: int = Field(3, ge=1, le=100)
     explore: float = Field(0.0, ge=0, le=0.5)
 
-    def recommender(self, dedup_window: int = 0, half_life_s: float | None = None) -> RecommenderConfig:
-        """The pure model's configuration (``half_life_s`` overrides the popularity half-life)."""
+    def recommender(self, dedup_window: int = 0, half_life_s: float | None = None,
+                    sequence_weight: float = 0.0) -> RecommenderConfig:
+        """The pure model's configuration (``half_life_s`` overrides the popularity half-life;
+        ``sequence_weight`` is the sequence model's, from ``[sequence]``)."""
         from streamrec.models.online_mf import OnlineMFConfig
         from streamrec.models.online_recommender import FusionWeights, RecommenderConfig
 
@@ -171,7 +173,8 @@ class ModelSettings(_Section):
             mf=OnlineMFConfig(dim=self.dim, learning_rate=self.learning_rate,
                               user_lr_multiplier=self.user_lr_multiplier, regularization=self.regularization,
                               negatives=self.negatives, max_norm=self.max_norm, seed=self.seed),
-            fusion=FusionWeights(self.mf_weight, self.covisit_weight, self.trending_weight, self.cold_start),
+            fusion=FusionWeights(self.mf_weight, self.covisit_weight, self.trending_weight, self.cold_start,
+                                 sequence_weight),
             covisit_history=self.covisit_history, max_neighbours=self.max_neighbours,
             half_life_s=self.popularity_half_life_s if half_life_s is None else half_life_s,
             history_size=self.history_size, dedup_window=dedup_window, max_items=self.max_items,
@@ -196,7 +199,10 @@ class SequenceSettings(_Section):
     threads: int = Field(1, ge=1, le=256)
     train_every_events: int = Field(5000, ge=1)
     train_steps: int = Field(100, ge=1)
+    train_every_s: float = Field(60.0, gt=0)
     max_users: int = Field(1_000_000, ge=1)
+    holdout_share: float = Field(0.05, ge=0, lt=1)
+    max_quality_drop: float = Field(0.2, ge=0, le=1)
     weight: float = Field(0.3, ge=0, le=1000)
 
     def config(self) -> SequenceConfig:

@@ -26,6 +26,7 @@ class SequenceQuery:
     def __init__(self, snapshot: SequenceSnapshot) -> None:
         self.snapshot = snapshot
         self.version = snapshot.version
+        self.max_len = snapshot.config.max_len
         self.model = snapshot.model()
         with torch.no_grad():
             self.vectors = self.model.item_vectors().numpy().copy()  # (items, dim) float32
@@ -41,7 +42,7 @@ class SequenceQuery:
         if not indices:
             return None
         with torch.inference_mode():
-            return self.model.query(left_padded([indices], self.snapshot.config.max_len))[0].numpy()
+            return self.model.query(left_padded([indices], self.max_len))[0].numpy()
 
     def scores(self, recent: Sequence[ItemId], catalog: ItemCatalog) -> np.ndarray | None:
         """Every catalogue row's score for this user (float32, shape ``(len(catalog),)``), or ``None``."""
@@ -63,3 +64,25 @@ class SequenceQuery:
             added = [self.index.get(item_id, -1) for item_id in catalog.item_ids(range(self._rows.size, n))]
             self._rows = np.concatenate((self._rows, np.asarray(added, dtype=np.intp)))
         return self._rows[:n]
+
+
+def held_out_hit_rate(query: SequenceQuery, sequences: Sequence[Sequence[ItemId]], k: int = 10) -> float:
+    """HR@k of predicting each sequence's last item from the ones before it (seen items excluded).
+
+    The trainer's quality gate: it scores users it never trains on, so a snapshot that
+    got worse at predicting new behaviour is caught before any worker serves it.
+    """
+    hits = scored = 0
+    for sequence in sequences:
+        if len(sequence) < 2:
+            continue
+        *before, target = sequence
+        vector = query.query(before[-query.max_len:])
+        scored += 1
+        if vector is None or target not in query.index:
+            continue
+        scores = query.vectors @ vector
+        scores[[query.index[item] for item in before if item in query.index]] = -np.inf
+        top = np.argpartition(-scores, min(k, scores.size - 1))[:k]
+        hits += query.index[target] in set(top.tolist())
+    return hits / scored if scored else 0.0

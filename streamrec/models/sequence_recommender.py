@@ -76,7 +76,7 @@ class SequenceRecommender(InProcessRecommender):
         state = self.users.get(user_id) or UserState()
         scores = None
         if self.serving is not None and state.seen:
-            scores = self.serving.scores(state.seen[-self.trainer.config.max_len:], self.catalog)
+            scores = self.serving.scores(state.seen[-self.serving.max_len:], self.catalog)
         ranked = recommend(state, self.catalog, k, self.config, exclude, self.index, sequence=scores)
         return [(item.item_id, item.score) for item in ranked]
 

@@ -19,7 +19,7 @@ import io
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,14 +92,20 @@ def left_padded(sequences: Iterable[list[int]], length: int) -> torch.Tensor:
 
 
 class SequenceTrainer:
-    """Fine-tunes one model on :class:`Sequences`; deterministic for a given seed and call order."""
+    """Fine-tunes one model on :class:`Sequences`; deterministic for a given seed and call order.
 
-    def __init__(self, config: SequenceConfig, sequences: Sequences, model: SequenceModel | None = None) -> None:
+    ``trains_on`` picks the users whose sequences are trained on (default: all), so a
+    held-back slice can judge the result.
+    """
+
+    def __init__(self, config: SequenceConfig, sequences: Sequences, model: SequenceModel | None = None,
+                 trains_on: Callable[[UserId], bool] | None = None) -> None:
         torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.config = config
         self.sequences = sequences
         self.model = model or SequenceModel(config, n_items=max(64, len(sequences.item_ids)))
+        self.trains_on = trains_on
         self.rng = np.random.default_rng(config.seed)
         self.optimizer = self._new_optimizer()
         self.steps = 0
@@ -118,7 +124,8 @@ class SequenceTrainer:
 
     def train(self, steps: int) -> float:
         """Run ``steps`` optimizer steps on random users' sequences; the mean loss (NaN if none ran)."""
-        users = [sequence for sequence in self.sequences.users.values() if len(sequence) > 1]
+        users = [sequence for user_id, sequence in self.sequences.users.items()
+                 if len(sequence) > 1 and (self.trains_on is None or self.trains_on(user_id))]
         if not users or steps <= 0:
             return math.nan
         self._fit_catalogue()

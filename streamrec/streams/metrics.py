@@ -70,6 +70,10 @@ class WorkerMetrics:
         self.index_rebuilding = Gauge(
             "streamrec_index_rebuilding", "1 while the index rebuilds in the background.", registry=self.registry)
 
+        self.sequence_snapshots = Counter(
+            "streamrec_sequence_snapshots", "Sequence-model snapshots read from the models topic, by outcome "
+            "(served; refused: damaged or non-finite, the previous one stays).", ["outcome"],
+            registry=self.registry)
         self.item_freshness = Histogram(
             "streamrec_item_freshness_seconds", "From an item owner's write of an item's new state to "
             "the item searchable with it in this worker's index (once the replica has caught up).",

@@ -22,7 +22,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 from faust.exceptions import ConsumerNotStarted
@@ -52,10 +52,25 @@ from streamrec.streams.records import (
     encode_item_state,
     encode_item_updates,
 )
+from streamrec.streams.model_topic import MalformedChunk, SnapshotAssembler
 from streamrec.streams.snapshot import ItemReplicas, Offsets
 from streamrec.streams.topics import RAW_BYTES, TopicNames, key_partition
 
+if TYPE_CHECKING:  # torch is imported only once a sequence-model snapshot arrives
+    from streamrec.models.sequence_query import SequenceQuery
+
 log = logging.getLogger(__name__)
+
+
+def load_sequence_query(data: bytes, threads: int) -> SequenceQuery:
+    """A checked snapshot from its bytes, ready for queries (raises ``InvalidSnapshot``, a ValueError)."""
+    import torch
+
+    from streamrec.models.sequence_query import SequenceQuery
+    from streamrec.models.sequence_training import SequenceSnapshot
+
+    torch.set_num_threads(threads)
+    return SequenceQuery(SequenceSnapshot.from_bytes(data))
 
 
 def now_ms() -> int:
@@ -71,7 +86,8 @@ class Pipeline:
         self.settings = settings
         self.names = TopicNames.for_prefix(settings.topics.prefix)
         self.metrics = WorkerMetrics()
-        self.config = settings.model.recommender(settings.events.dedup_window)
+        self.config = settings.model.recommender(settings.events.dedup_window,
+                                                 sequence_weight=settings.sequence.weight)
         self.catalog = self.config.new_catalog()  # this worker's replica of every item
         self.data_dir = Path(settings.worker.data_dir)
         # The replica's vectors, for candidate search; restore_snapshot() swaps in the last snapshot.
@@ -89,6 +105,13 @@ class Pipeline:
         self.content = ContentMap(self.config.mf.dim)
         self.item_features: dict[str, dict[int, float]] = {}
         self.replica_offsets: Offsets = {}  # where the replicas are in the item topics
+        # The sequence model served now (None until the trainer's first snapshot arrives), the
+        # newest complete snapshot read from the models topic, and whether it is still to load.
+        self.sequence: SequenceQuery | None = None
+        self.snapshot_chunks = SnapshotAssembler()
+        self.newest_snapshot: tuple[str, bytes] | None = None
+        self.snapshot_arrived = asyncio.Event()
+        self.models_ready = asyncio.Event()
         n = settings.topics.partitions
         self.events = app.topic(self.names.events, partitions=n, **RAW_BYTES)
         self.requests = app.topic(self.names.requests, partitions=n, **RAW_BYTES)
@@ -289,11 +312,14 @@ class Pipeline:
         if categories:
             wanted = set(categories)
             only = [item for item, tags in self.item_categories.items() if tags & wanted]
-        ranked = recommend(state, self.catalog, k, self.config, exclude, self.index, only)
+        sequence, scores = self.sequence, None
+        if sequence is not None and self.config.fusion.sequence > 0 and state.seen:
+            scores = sequence.scores(state.seen[-sequence.max_len:], self.catalog)
+        ranked = recommend(state, self.catalog, k, self.config, exclude, self.index, only, scores)
         return Recommendation(
             user_id=user_id,
             items=[ScoredItem(item.item_id, round(item.score, 6), item.source) for item in ranked],
-            trigger=trigger, model_version=MODEL_VERSION,
+            trigger=trigger, model_version=MODEL_VERSION if scores is None else f"{MODEL_VERSION}+{sequence.version}",
             source="trending" if state.vector is None else "online", emitted_ts=now_ms(), **fields,
         )
 
@@ -321,6 +347,53 @@ class Pipeline:
         letter = DeadLetter.of(reason, message.topic, message.partition, message.offset, event.value)
         await self.dead_letter.send(key=event.key, value=letter.to_json())
         self.metrics.dead_lettered.labels(message.topic).inc()
+
+    # -- sequence model -------------------------------------------------------
+
+    def apply_model_chunk(self, key: bytes | None, value: bytes | None, timestamp_ms: int | None = None) -> None:
+        """Collect one models-topic record; a completed snapshot waits for :meth:`serve_snapshots`."""
+        if value is None:
+            return
+        try:
+            completed = self.snapshot_chunks.add(value)
+        except MalformedChunk as exc:
+            self.metrics.sequence_snapshots.labels("refused").inc()
+            log.warning("sequence model: %s; still serving %s", exc, self.serving_version())
+            return
+        if completed is not None:
+            self.newest_snapshot = completed
+            self.snapshot_arrived.set()
+
+    def serving_version(self) -> str:
+        """The sequence-model version answering now (``"none"`` before the first)."""
+        return "none" if self.sequence is None else self.sequence.version
+
+    async def serve_snapshots(self) -> None:
+        """Load each new snapshot in a thread and swap it in between two events (never pausing the stream).
+
+        A damaged or non-finite snapshot is refused and the one being served stays. Only the
+        newest snapshot present at start is loaded (the models topic is read to its end first).
+        """
+        await self.models_ready.wait()
+        threads = self.settings.sequence.threads
+        while True:
+            await self.snapshot_arrived.wait()
+            self.snapshot_arrived.clear()
+            if self.newest_snapshot is None:
+                continue
+            version, data = self.newest_snapshot
+            self.newest_snapshot = None
+            started = time.perf_counter()
+            try:
+                query = await asyncio.to_thread(load_sequence_query, data, threads)
+            except ValueError as exc:  # InvalidSnapshot: unreadable, inconsistent or non-finite
+                self.metrics.sequence_snapshots.labels("refused").inc()
+                log.warning("sequence model %s refused: %s; still serving %s", version, exc, self.serving_version())
+                continue
+            self.sequence = query
+            self.metrics.sequence_snapshots.labels("served").inc()
+            log.info("sequence model %s served (%d items; loaded in %.0f ms)", query.version,
+                     len(query.index), (time.perf_counter() - started) * 1000)
 
     # -- items ----------------------------------------------------------------
 

@@ -36,13 +36,15 @@ class TopicNames:
     """Internal: item-side updates, batched per partition of their item_ids (:func:`key_partition`)."""
     item_state: str
     """Internal, compacted: each item's latest state, replicated to every worker."""
+    models: str
+    """Internal, compacted, one partition: sequence-model snapshots in chunks (``model_topic.py``)."""
 
     @classmethod
     def for_prefix(cls, prefix: str) -> TopicNames:
         """Names for ``prefix`` (``"streamrec."`` gives ``"streamrec.events"``, ...)."""
         return cls(*(prefix + name for name in (
             "events", "items", "requests", "recommendations", "dead-letter",
-            "internal.item-updates", "internal.item-state",
+            "internal.item-updates", "internal.item-state", "internal.models",
         )))
 
 
@@ -74,6 +76,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(names.dead_letter, n),
         TopicSpec(names.item_updates, n),
         TopicSpec(names.item_state, n, compacted=True),
+        TopicSpec(names.models, 1, compacted=True),  # one partition: a snapshot's chunks stay in order
         *(TopicSpec(name, n, compacted=True) for name in changelogs),
         TopicSpec(f"{app_id}-__assignor-__leader", 1),  # Faust's leader election
     ]
