@@ -1,11 +1,14 @@
 """The sequence model: causal self-attention over a user's recent items (SASRec-style).
 
 A user's last ``max_len`` items (oldest first, left-padded with item 0) go through
-an item embedding plus a learned position embedding and ``blocks`` pre-norm
-Transformer blocks whose attention only looks backwards. The output at the last
-position is the user's *query*; an item's score is the dot product of the query
-with the item's embedding, so the same item vectors serve training, exact scoring
-and the FAISS index.
+an item embedding plus a learned position embedding (counted back from the newest
+item) and ``blocks`` pre-norm Transformer blocks (ReLU feed-forward, as in SASRec)
+whose attention only looks backwards and never at padding. So padding changes
+nothing: a sequence gives the same outputs however much it is padded, and queries
+run on the items alone (``sequence_query.py`` does it in numpy). The output at the
+last position is the user's *query*; an item's score is the dot product of the
+query with the item's embedding, so the same item vectors serve training, exact
+scoring and the FAISS index.
 
 Item ids are the model's own indices ``1..n_items`` (0 is padding); the mapping
 from streamrec's item ids lives with the checkpoint (``sequence_training.py``).
@@ -81,15 +84,13 @@ class SequenceModel(nn.Module):
         self.positions = nn.Embedding(config.max_len, config.dim)
         self.dropout = nn.Dropout(config.dropout)
         block = nn.TransformerEncoderLayer(config.dim, config.heads, dim_feedforward=config.dim,
-                                           dropout=config.dropout, activation="gelu", batch_first=True,
+                                           dropout=config.dropout, activation="relu", batch_first=True,
                                            norm_first=True)
         self.blocks = nn.TransformerEncoder(block, config.blocks, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(config.dim)
         nn.init.normal_(self.items.weight, std=config.dim ** -0.5)
         with torch.no_grad():
             self.items.weight[0].zero_()
-        causal = torch.triu(torch.ones(config.max_len, config.max_len, dtype=torch.bool), diagonal=1)
-        self.register_buffer("causal", causal, persistent=False)
 
     @property
     def n_items(self) -> int:
@@ -99,8 +100,9 @@ class SequenceModel(nn.Module):
     def forward(self, sequences: torch.Tensor) -> torch.Tensor:
         """Hidden states ``(batch, length, dim)`` of left-padded ``sequences`` ``(batch, length)``.
 
-        Position ``t`` sees items ``0..t`` only. Padded positions give zeros: their
-        embeddings are masked out, so a short history is not diluted by padding.
+        Position ``t`` attends to the items at ``0..t`` only, never to padding (a padded
+        position attends to itself alone, so no row is fully masked); padded positions
+        output zeros.
         """
         length = sequences.shape[1]
         if length > self.config.max_len:
@@ -110,9 +112,15 @@ class SequenceModel(nn.Module):
         positions = torch.arange(self.config.max_len - length, self.config.max_len, device=sequences.device)
         hidden = self.items(sequences) * self.config.dim ** 0.5 + self.positions(positions)
         hidden = self.dropout(hidden) * present
-        mask = self.causal[-length:, -length:]
-        hidden = self.blocks(hidden, mask=mask, is_causal=True)
+        hidden = self.blocks(hidden, mask=self._attention_mask(sequences))
         return self.norm(hidden) * present
+
+    def _attention_mask(self, sequences: torch.Tensor) -> torch.Tensor:
+        """``(batch * heads, length, length)``, True where query ``i`` must not see key ``j``."""
+        length = sequences.shape[1]
+        future = torch.triu(torch.ones(length, length, dtype=torch.bool, device=sequences.device), diagonal=1)
+        padding = (sequences == 0).unsqueeze(1) & ~torch.eye(length, dtype=torch.bool, device=sequences.device)
+        return (future | padding).repeat_interleave(self.config.heads, dim=0)
 
     def query(self, sequences: torch.Tensor) -> torch.Tensor:
         """The query vector ``(batch, dim)`` of each sequence: the output at its last position."""

@@ -15,7 +15,7 @@ from streamrec.cli import app
 from streamrec.models.items import ItemCatalog, OwnedItem, ItemConfig
 from streamrec.models.online_mf import OnlineMFConfig
 from streamrec.models.sequence import SequenceConfig, SequenceModel
-from streamrec.models.sequence_query import SequenceQuery
+from streamrec.models.sequence_query import NumpyEncoder, SequenceQuery
 from streamrec.models.sequence_training import InvalidSnapshot, Sequences, SequenceSnapshot, SequenceTrainer
 
 N_ITEMS = 31  # prime: x -> 7x + 3 (mod 31) runs through cycles of 15 distinct items
@@ -139,3 +139,21 @@ def test_train_command_writes_a_checkpoint_that_loads(tmp_path: Path) -> None:
     assert summary["version"] == "t1" and summary["steps"] == 4 and summary["events"] == 800
     snapshot = SequenceSnapshot.load(Path(summary["checkpoint"]))
     assert len(snapshot.item_ids) == summary["items"] and snapshot.trained_events == 800
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_numpy_queries_equal_the_torch_model_and_padding_changes_nothing(heads: int) -> None:
+    config = dataclasses.replace(SMALL, heads=heads, max_len=8)
+    model = SequenceModel(config, n_items=N_ITEMS)
+    torch.nn.init.normal_(model.positions.weight)  # not just the initial values: a trained-looking model
+    for parameter in model.blocks.parameters():
+        torch.nn.init.normal_(parameter, std=0.3)
+    model.eval()
+    encoder = NumpyEncoder(model)
+    for items in ([4], [3, 9, 27], [1, 2, 3, 4, 5, 6, 7, 8]):
+        padded = torch.tensor([[0] * (config.max_len - len(items)) + items])
+        trimmed = torch.tensor([items])
+        with torch.no_grad():
+            expected = model.query(padded)[0].numpy()
+            np.testing.assert_allclose(model.query(trimmed)[0].numpy(), expected, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(encoder.query(items), expected, rtol=1e-4, atol=1e-4)
