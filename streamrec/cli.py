@@ -537,6 +537,8 @@ def bench_e2e(
     soak: Annotated[float, typer.Option(min=0, metavar="MINUTES", help="Instead of the rate steps: relay, then "
                                         "streamrec, for MINUTES each at the first --rates value (memory trend, "
                                         "latency drift).")] = 0.0,
+    trainer: Annotated[bool, typer.Option("--trainer", help="Also run each rate as streamrec+trainer: the worker "
+                                          "serving the sequence model while `streamrec trainer` runs beside it.")] = False,
     broker: BrokerOption = None,
     out: Annotated[Path | None, typer.Option(help="Results directory (default: bench/results/<timestamp>).")] = None,
     config: ConfigOption = None,
@@ -553,7 +555,7 @@ def bench_e2e(
     except ValueError:
         _fail(f"--rates takes numbers like 500,1000, got {rates!r}")
     settings = _settings(config)
-    e2e = E2EConfig(rate_list, duration, workers, warmup, users, find_max=find_max, soak_minutes=soak)
+    e2e = E2EConfig(rate_list, duration, workers, warmup, users, find_max=find_max, soak_minutes=soak, trainer=trainer)
     result = benchmark_e2e(settings, e2e, broker, say=lambda text: err.print(text, markup=False, highlight=False))
     directory = out or Path("bench/results") / time.strftime("%Y%m%d-%H%M%S")
     report = write_report(result, directory)

@@ -103,9 +103,17 @@ def worker_process(settings: Settings, log_path: Path, config: Path | None,
 
     ``env``: extra ``STREAMREC_*`` settings for the worker (broker, web port and data dir are options).
     """
-    command = [sys.executable, "-m", "streamrec", "worker", "--broker", settings.kafka.broker,
-               "--web-port", str(settings.worker.web_port), "--data-dir", str(settings.worker.data_dir),
+    command = ["worker", "--web-port", str(settings.worker.web_port), "--data-dir", str(settings.worker.data_dir),
                *(["--relay"] if relay else [])]
+    with streamrec_process(command, settings, log_path, config, env) as process:
+        yield process
+
+
+@contextlib.contextmanager
+def streamrec_process(arguments: list[str], settings: Settings, log_path: Path, config: Path | None = None,
+                      env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """``streamrec <arguments> --broker <settings' broker>`` as a subprocess, stopped with SIGTERM (then SIGKILL) on exit."""
+    command = [sys.executable, "-m", "streamrec", *arguments, "--broker", settings.kafka.broker]
     if config is not None:
         command += ["--config", str(config)]
     with open(log_path, "wb") as log:

@@ -31,12 +31,15 @@ from streamrec.broker import EmbeddedBroker, free_port
 from streamrec.config import Settings, with_section
 from streamrec.errors import StreamrecError
 from streamrec.eval.synthetic import SyntheticConfig, SyntheticEvents, invalid_events
-from streamrec.load.demo import read_metrics, worker_process
+from streamrec.load.demo import read_metrics, streamrec_process, worker_process
 from streamrec.load.producer import Message, produce, stamp_event
 from streamrec.streams.clients import open_consumer, read
 from streamrec.streams.topics import TopicNames, create_topics
 
 TARGETS = ("relay", "streamrec")
+WITH_TRAINER = "streamrec+trainer"
+"""The third target of ``--trainer``: streamrec serving the sequence model while the trainer runs beside it."""
+SNAPSHOT_WAIT_S = 300.0
 
 
 @dataclass
@@ -59,6 +62,13 @@ class E2EConfig:
     """When > 0: instead of the rate steps, one long step per target at ``rates[0]`` (memory over time)."""
     window_s: float = 30.0
     """Latency percentiles are also reported per window of this many seconds (drift over a step)."""
+    trainer: bool = False
+    """Also run each rate as :data:`WITH_TRAINER` (the sequence trainer's cost to the hot path)."""
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The processes each rate runs, in order."""
+        return (*TARGETS, WITH_TRAINER) if self.trainer else TARGETS
 
     @property
     def measured_s(self) -> float:
@@ -192,6 +202,16 @@ def _wait_until_answering(settings: Settings, names: TopicNames, timeout_s: floa
     raise AssertionError("unreachable")
 
 
+def _wait_for_snapshot(workers: list[Settings], timeout_s: float) -> float:
+    """Wait until every worker serves a sequence-model snapshot from the trainer; seconds waited."""
+    started = time.monotonic()
+    while not all(read_metrics(w).get('streamrec_sequence_snapshots_total{outcome="served"}', 0) >= 1 for w in workers):
+        if time.monotonic() - started > timeout_s:
+            raise StreamrecError(f"no sequence-model snapshot was served within {timeout_s:.0f}s (see the trainer log)")
+        time.sleep(1.0)
+    return time.monotonic() - started
+
+
 def _wait_until_idle(pids: list[int], timeout_s: float) -> float:
     """Wait until the workers use under a third of a core (the warm-up's item updates done); seconds waited."""
     processes = [psutil.Process(pid) for pid in pids]
@@ -234,6 +254,8 @@ def run_step(base: Settings, config: E2EConfig, target: str, rate: float, run: s
                                                          relay=target == "relay"))
             pids.append(process.pid)
             workers.append(worker)
+        if target == WITH_TRAINER:
+            stack.enter_context(streamrec_process(["trainer"], settings, workdir / f"{run}-trainer.log", env=env))
         ready_s = _wait_until_answering(settings, names, 120)
         if config.warmup_events:
             warm = f"{run}-warm"
@@ -243,8 +265,11 @@ def run_step(base: Settings, config: E2EConfig, target: str, rate: float, run: s
             settled = _wait_until_idle(pids, 60)
             say(f"    {target}: ready in {ready_s:.1f} s, warm-up {warmed:,}/{config.warmup_events:,} answered, "
                 f"idle after {settled:.1f} s more")
+        if target == WITH_TRAINER:
+            waited = _wait_for_snapshot(workers, SNAPSHOT_WAIT_S)
+            say(f"    {target}: every worker serves a sequence-model snapshot ({waited:.1f} s more)")
         before = _worker_samples(workers)
-        result = _measure(settings, names, config, run, rate, pids, broker_pid, dead_letters=target == "streamrec")
+        result = _measure(settings, names, config, run, rate, pids, broker_pid, dead_letters=target != "relay")
         after = _worker_samples(workers)
         result["stage_us_per_event"] = _per_event(_stages(before), _stages(after), result)
         result.update(_freshness(before, after))
@@ -408,7 +433,7 @@ def benchmark_e2e(settings: Settings, config: E2EConfig, broker: str | None = No
 
     soak = config.soak_minutes > 0
     for rate in config.rates[:1] if soak else config.rates:
-        for target in TARGETS:
+        for target in config.targets:
             step(target, rate, " (soak)" if soak else "")
     maxima = {target: _find_max(target, steps, step) for target in TARGETS} if config.find_max and not soak else {}
     return {"config": dict(vars(config)), "logs": str(workdir), "steps": steps,

@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-_COLOURS = {"relay": "tab:gray", "streamrec": "tab:blue"}
+_COLOURS = {"relay": "tab:gray", "streamrec": "tab:blue", "streamrec+trainer": "tab:orange"}
 
 
 def _pairs(steps: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -46,7 +46,7 @@ def _plot_cdf(steps: list[dict[str, Any]], path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("event → recommendation latency (ms, log scale)")
     ax.set_ylabel("share of events")
-    ax.set_title("Latency CDF per rate (grey: model-free relay, blue: streamrec)")
+    ax.set_title("Latency CDF per rate (grey: model-free relay, blue: streamrec, orange: with the trainer)")
     _save(fig, [ax], path)
 
 
@@ -157,6 +157,7 @@ def _markdown(result: dict[str, Any]) -> str:
                       f"{target} {rate:,.0f} events/s" if rate else f"{target}: none" for target, rate in maxima.items())
                   + (f" (streamrec / relay = {maxima['streamrec'] / maxima['relay']:.2f})"
                      if maxima.get("relay") and maxima.get("streamrec") else "") + "."]
+    lines += _trainer_lines(result["steps"])
     lines += _soak_lines(_soak_steps(result["steps"]), config.get("window_s", 30.0))
     lines += _stage_table(result["steps"])
     lines += [
@@ -177,6 +178,30 @@ def _markdown(result: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _trainer_lines(steps: list[dict[str, Any]]) -> list[str]:
+    """streamrec alone against streamrec serving the sequence model with the trainer beside it, per rate."""
+    by_rate: dict[float, dict[str, dict[str, Any]]] = {}
+    for step in steps:
+        if step.get("phase", "fixed") == "fixed":
+            by_rate.setdefault(step["rate"], {})[step["target"]] = step
+    pairs = [(pair["streamrec"], pair["streamrec+trainer"]) for pair in by_rate.values()
+             if "streamrec" in pair and "streamrec+trainer" in pair]
+    if not pairs:
+        return []
+    lines = ["", "With the sequence model: **streamrec+trainer** runs the same worker while `streamrec trainer` "
+             "fine-tunes beside it on the same machine; the worker fuses the newest snapshot into every list.", "",
+             "| events/s | streamrec p50 / p99 ms | with trainer p50 / p99 ms | added p50 / p99 ms | answered "
+             "| worker CPU % |", "|---|---|---|---|---|---|"]
+    for alone, trained in pairs:
+        lines.append(
+            f"| {alone['rate']:,.0f} | {alone['latency_p50_ms']} / {alone['latency_p99_ms']} "
+            f"| {trained['latency_p50_ms']} / {trained['latency_p99_ms']} "
+            f"| {trained['latency_p50_ms'] - alone['latency_p50_ms']:+.1f} / "
+            f"{trained['latency_p99_ms'] - alone['latency_p99_ms']:+.1f} "
+            f"| {trained['received']:,}/{trained['valid_sent']:,} | {alone['cpu_percent_mean']} → {trained['cpu_percent_mean']} |")
+    return lines
 
 
 def _stage_table(steps: list[dict[str, Any]]) -> list[str]:

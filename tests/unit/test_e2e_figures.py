@@ -44,3 +44,16 @@ def test_freshness_is_read_from_the_histogram_buckets_added_during_the_step() ->
     assert figures == {"item_updates_indexed": 100, "freshness_p50_ms_at_most": 10.0,
                        "freshness_p99_ms_at_most": 50.0}
     assert _freshness(buckets(5, 5, 5), buckets(5, 5, 5)) == {}  # nothing indexed (the relay)
+
+
+def test_the_report_compares_streamrec_with_and_without_the_trainer_at_each_rate() -> None:
+    from streamrec.load.e2e_report import _trainer_lines
+
+    def step(target: str, p50: float, p99: float) -> dict[str, object]:
+        return {"target": target, "rate": 500.0, "latency_p50_ms": p50, "latency_p99_ms": p99,
+                "received": 10, "valid_sent": 10, "cpu_percent_mean": 50.0}
+
+    lines = _trainer_lines([step("relay", 5, 9), step("streamrec", 10.0, 20.0), step("streamrec+trainer", 11.5, 23.0)])
+
+    assert lines[-1].startswith("| 500 | 10.0 / 20.0 | 11.5 / 23.0 | +1.5 / +3.0 |")
+    assert _trainer_lines([step("relay", 5, 9), step("streamrec", 10.0, 20.0)]) == []
