@@ -423,7 +423,7 @@ def trainer(
 
 def _evaluate_live(settings: Settings, interactions: list[Any], offline: dict[str, Any], k: int, rate: float,
                    workers: int, broker: str | None, config: Path | None) -> dict[str, Any]:
-    from streamrec.eval.report import live_agreement, print_live_table
+    from streamrec.eval.report import live_agreement, print_arms_table, print_live_table
     from streamrec.load.live_evaluation import evaluate_live
 
     if "streamrec" not in offline:
@@ -431,12 +431,15 @@ def _evaluate_live(settings: Settings, interactions: list[Any], offline: dict[st
     with _progress() as progress:
         tasks = {"sent": progress.add_task(f"sending at {rate:g}/s", total=len(interactions), rate=""),
                  "pushed": progress.add_task("lists pushed", total=len(interactions), rate="")}
-        report, facts = evaluate_live(settings, interactions, k, rate, workers, broker, config,
-                                      on_progress=lambda stage, n: progress.advance(tasks[stage], n))
-    agreement = live_agreement(offline["streamrec"], report, k)
+        reports, facts = evaluate_live(settings, interactions, k, rate, workers, broker, config,
+                                       on_progress=lambda stage, n: progress.advance(tasks[stage], n))
+    agreement = live_agreement(offline["streamrec"], reports["all"], k)
     print_live_table(err, agreement, f"streamrec offline vs live ({workers} worker(s), {facts['pushed']:,} of "
                                      f"{facts['events']:,} lists received)")
-    return {**facts, "returning_users": agreement}
+    arms = {name: report.returning_users.as_dict() for name, report in sorted(reports.items()) if name != "all"}
+    if arms:
+        print_arms_table(err, arms, k)
+    return {**facts, "returning_users": agreement, **({"arms": arms} if arms else {})}
 
 
 def _print_result(result: dict[str, Any], json_out: Path | None) -> None:

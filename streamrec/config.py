@@ -227,6 +227,27 @@ class SequenceSettings(_Section):
         return self
 
 
+class ABSettings(_Section):
+    """An A/B test: a stable share of users (hash of ``salt`` and user id) gets arm "b", whose
+    signal weights replace those of ``[model]``/``[sequence]`` where set."""
+
+    share: float = Field(0.0, ge=0, le=1)
+    salt: str = Field("streamrec-ab", min_length=1)
+    mf_weight: float | None = Field(None, ge=0, le=1000)
+    covisit_weight: float | None = Field(None, ge=0, le=1000)
+    trending_weight: float | None = Field(None, ge=0, le=1000)
+    sequence_weight: float | None = Field(None, ge=0, le=1000)
+
+    def arm_b(self, config: RecommenderConfig) -> RecommenderConfig:
+        """Arm b's configuration: ``config`` with the weights set here."""
+        import dataclasses
+
+        changes = {name: value for name, value in (
+            ("mf", self.mf_weight), ("covisit", self.covisit_weight), ("trending", self.trending_weight),
+            ("sequence", self.sequence_weight)) if value is not None}
+        return dataclasses.replace(config, fusion=dataclasses.replace(config.fusion, **changes))
+
+
 class IndexSettings(_Section):
     """The live FAISS index of item vectors (see ``streamrec.index.live_index.IndexConfig``)."""
 
@@ -270,6 +291,7 @@ class Settings(BaseSettings):
     events: EventSettings = EventSettings()
     model: ModelSettings = ModelSettings()
     sequence: SequenceSettings = SequenceSettings()
+    ab: ABSettings = ABSettings()
     index: IndexSettings = IndexSettings()
     embedded: EmbeddedBrokerSettings = EmbeddedBrokerSettings()
 

@@ -179,19 +179,27 @@ def rolling_hit_rate(hits: list[int], window: int) -> np.ndarray:
     return (cumulative - previous) / (ends - starts)
 
 
-def score_pushed_lists(stream: Sequence[Interaction], pushed: Mapping[int, list[str]], k: int) -> ModelReport:
+def score_pushed_lists(stream: Sequence[Interaction], pushed: Mapping[int, list[str]], k: int,
+                       groups: Mapping[int, str] | None = None) -> dict[str, ModelReport]:
     """Score the lists a live pipeline pushed: the one after a user's previous event predicts their next.
 
     ``pushed[i]`` is the list emitted after event ``i`` of ``stream`` (missing: counted as a miss).
-    Only returning users' events can be scored (a new user had no earlier push).
+    Only returning users' events can be scored (a new user had no earlier push). The reports
+    are per group of the earlier push (``groups[i]``, e.g. its A/B arm), all under ``"all"``.
     """
-    report = ModelReport()
+    reports: dict[str, ModelReport] = {"all": ModelReport()}
     previous: dict[str, int] = {}
     for index, event in enumerate(stream):
         earlier = previous.get(event.user_id)
         if earlier is not None:
             top = [(item, 0.0) for item in pushed.get(earlier, [])[:k]]
-            _score(report, "returning_users", _rank(top, event.item_id), top)
+            rank = _rank(top, event.item_id)
+            _score(reports["all"], "returning_users", rank, top)
+            group = None if groups is None else groups.get(earlier)
+            if group is not None:
+                _score(reports.setdefault(group, ModelReport()), "returning_users", rank, top)
         previous[event.user_id] = index
-    report.catalogue_size = len({event.item_id for event in stream})
-    return report
+    catalogue = len({event.item_id for event in stream})
+    for report in reports.values():
+        report.catalogue_size = catalogue
+    return reports

@@ -74,6 +74,16 @@ def live_agreement(offline: ModelReport, live: ModelReport, k: int) -> dict[str,
     return rows
 
 
+def print_arms_table(console: Console, arms: Mapping[str, Mapping[str, float]], k: int) -> None:
+    """HR@k and NDCG@k of the lists each A/B arm was shown, with the events behind each figure."""
+    table = Table(title=f"A/B arms, live (returning users; the list after a user's event against their next)")
+    for column in ("arm", "events", f"HR@{k}", f"NDCG@{k}"):
+        table.add_column(column, justify="left" if column == "arm" else "right")
+    for name, figures in arms.items():
+        table.add_row(name, f"{figures['events']:,}", f"{figures['hr']:.4f}", f"{figures['ndcg']:.4f}")
+    console.print(table)
+
+
 def print_live_table(console: Console, agreement: Mapping[str, Any], title: str) -> None:
     """Offline against live, for returning users."""
     table = Table(title=title)

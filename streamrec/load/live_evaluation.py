@@ -42,8 +42,10 @@ def event_message(event: Interaction, event_id: str) -> Message:
 
 def evaluate_live(settings: Settings, stream: Sequence[Interaction], k: int, rate: float, workers: int = 1,
                   broker: str | None = None, config: Path | None = None, timeout_s: float = 120.0,
-                  on_progress: Callable[[str, int], None] | None = None) -> tuple[ModelReport, dict[str, Any]]:
-    """Replay ``stream`` through ``workers`` worker processes; return the report and run facts.
+                  on_progress: Callable[[str, int], None] | None = None) -> tuple[dict[str, ModelReport], dict[str, Any]]:
+    """Replay ``stream`` through ``workers`` worker processes; return the reports and run facts.
+
+    The reports: ``"all"`` the pushed lists, and one per A/B arm when the workers ran a test (``[ab]``).
 
     Uses the broker at ``broker`` (else starts an embedded one) and fresh topics
     (a unique prefix and app id per run), so the workers start from empty state.
@@ -71,21 +73,23 @@ def evaluate_live(settings: Settings, stream: Sequence[Interaction], k: int, rat
         for worker, process in processes:
             wait_until_serving(worker, process, 120)
         ready_s = time.monotonic() - started
-        pushed, sent_s, elapsed_s = _replay(settings, stream, run, rate, timeout_s, on_progress)
+        pushed, arms, sent_s, elapsed_s = _replay(settings, stream, run, rate, timeout_s, on_progress)
     shutil.rmtree(workdir, ignore_errors=True)
     facts = {"events": len(stream), "workers": workers, "rate": rate, "pushed": len(pushed),
              "missing": len(stream) - len(pushed), "ready_s": round(ready_s, 1),
              "send_s": round(sent_s, 1), "replay_s": round(elapsed_s, 1)}
-    return score_pushed_lists(stream, pushed, k), facts
+    return score_pushed_lists(stream, pushed, k, arms), facts
 
 
 def _replay(settings: Settings, stream: Sequence[Interaction], run: str, rate: float, timeout_s: float,
-            on_progress: Callable[[str, int], None] | None) -> tuple[dict[int, list[str]], float, float]:
-    """Send every event, collect the list pushed after each; return (pushed, send seconds, total seconds)."""
+            on_progress: Callable[[str, int], None] | None) -> tuple[dict[int, list[str]], dict[int, str], float, float]:
+    """Send every event, collect the list pushed after each; return (pushed, their A/B arms, send seconds,
+    total seconds)."""
     names = TopicNames.for_prefix(settings.topics.prefix)
     consumer = open_consumer(settings, [names.recommendations], from_beginning=True)
     prefix = f"{run}-"
     pushed: dict[int, list[str]] = {}
+    arms: dict[int, str] = {}
     sent_s: list[float] = []
     started = time.monotonic()
 
@@ -104,6 +108,8 @@ def _replay(settings: Settings, stream: Sequence[Interaction], run: str, rate: f
                 index = int(event_id[len(prefix):])
                 if index not in pushed:
                     pushed[index] = [item["item_id"] for item in record.value.get("items", [])]
+                    if isinstance(record.value.get("arm"), str):
+                        arms[index] = record.value["arm"]
                     if on_progress is not None:
                         on_progress("pushed", 1)
     finally:
@@ -111,7 +117,7 @@ def _replay(settings: Settings, stream: Sequence[Interaction], run: str, rate: f
         consumer.close()
     if not sent_s:
         raise StreamrecError("the replay producer did not finish; see the broker and worker logs")
-    return pushed, sent_s[0], time.monotonic() - started
+    return pushed, arms, sent_s[0], time.monotonic() - started
 
 
 def _messages(stream: Sequence[Interaction], prefix: str) -> Iterator[Message]:

@@ -21,13 +21,15 @@ class UserState:
 
     ``seen`` holds the most recent distinct items, oldest first, at most
     ``history_size`` of them; ``event_ids`` the last ``dedup_window`` event ids;
-    ``vector`` the user's embedding (``None`` until the first learnt event).
+    ``vector`` the user's embedding (``None`` until the first learnt event); ``shown`` the
+    list pushed after the user's last event, kept only while an A/B test scores the arms.
     """
 
     seen: list[ItemId] = field(default_factory=list)
     event_ids: list[str] = field(default_factory=list)
     n_events: int = 0
     vector: np.ndarray | None = None
+    shown: list[ItemId] = field(default_factory=list)
 
     def is_duplicate(self, event_id: str | None) -> bool:
         """True when ``event_id`` was already applied (within the dedup window)."""
@@ -54,6 +56,8 @@ class UserState:
         data: dict[str, Any] = {"seen": self.seen, "event_ids": self.event_ids, "n_events": self.n_events}
         if self.vector is not None:
             data["vector"] = self.vector.tolist()
+        if self.shown:
+            data["shown"] = self.shown
         return data
 
     @classmethod
@@ -73,4 +77,4 @@ class UserState:
         if vector is not None and vector.ndim != 1:
             vector = None
         return cls(list(data.get("seen", [])), list(data.get("event_ids", [])),
-                   int(data.get("n_events", 0)), vector)
+                   int(data.get("n_events", 0)), vector, [str(item) for item in data.get("shown", [])])

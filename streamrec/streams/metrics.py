@@ -70,6 +70,15 @@ class WorkerMetrics:
         self.index_rebuilding = Gauge(
             "streamrec_index_rebuilding", "1 while the index rebuilds in the background.", registry=self.registry)
 
+        self.ab_events = Counter(
+            "streamrec_ab_events", "A/B test: events whose user had been shown a list after their previous "
+            "event, by arm (the denominator of HR@k and NDCG@k).", ["arm"], registry=self.registry)
+        self.ab_hits = Counter(
+            "streamrec_ab_hits", "A/B test: of those, events whose item was in that list, by arm (HR@k = hits / events).",
+            ["arm"], registry=self.registry)
+        self.ab_ndcg = Counter(
+            "streamrec_ab_ndcg", "A/B test: sum of the NDCG gains 1/log2(rank + 2) of those hits, by arm "
+            "(NDCG@k = ndcg / events).", ["arm"], registry=self.registry)
         self.sequence_snapshots = Counter(
             "streamrec_sequence_snapshots", "Sequence-model snapshots read from the models topic, by outcome "
             "(served; refused: damaged or non-finite, the previous one stays).", ["outcome"],

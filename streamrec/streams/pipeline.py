@@ -31,6 +31,7 @@ from faust.types import EventT
 from streamrec.config import Settings
 from streamrec.errors import InvalidRecord
 from streamrec.index.live_index import LiveIndex
+from streamrec.models.ab import arm, list_gain
 from streamrec.models.content import ContentMap, content_features
 from streamrec.models.items import ItemDelta, OwnedItem
 from streamrec.models.online_recommender import MODEL_VERSION, learn, recommend
@@ -88,6 +89,8 @@ class Pipeline:
         self.metrics = WorkerMetrics()
         self.config = settings.model.recommender(settings.events.dedup_window,
                                                  sequence_weight=settings.sequence.weight)
+        # A/B test: arm b's configuration, for a stable share of users (None: no test running).
+        self.config_b = settings.ab.arm_b(self.config) if settings.ab.share > 0 else None
         self.catalog = self.config.new_catalog()  # this worker's replica of every item
         self.data_dir = Path(settings.worker.data_dir)
         # The replica's vectors, for candidate search; restore_snapshot() swaps in the last snapshot.
@@ -253,6 +256,12 @@ class Pipeline:
         deltas = learn(record.user_id, state, record.item_id, record.event_id, weight, event_ts,
                        self.catalog, self.config, self.rng)
         watch.lap("learn")
+        recommendation = self.recommend(record.user_id, self.settings.model.k, trigger="event", state=state,
+                                        event_ts=event_ts, event_id=record.event_id)
+        watch.lap("recommend")
+        if recommendation.arm is not None:
+            self.score_arm(recommendation.arm, state.shown, record.item_id)
+            state.shown = [item.item_id for item in recommendation.items]
         self.users[event.key] = state.to_dict()
         for item_id, delta in deltas.items():
             pending = self._pending_updates.get(item_id)
@@ -262,12 +271,19 @@ class Pipeline:
                 pending.merge(delta, self.config.half_life_s)
         self.metrics.events_in.labels("applied").inc()
         watch.lap("store")
-        recommendation = self.recommend(record.user_id, self.settings.model.k, trigger="event", state=state,
-                                        event_ts=event_ts, event_id=record.event_id)
-        watch.lap("recommend")
         await self.emit(recommendation)
         watch.lap("emit")
         self.metrics.processing_seconds.labels("events").observe(time.perf_counter() - started)
+
+    def score_arm(self, arm: str, shown: list[str], chosen: str) -> None:
+        """Count, for the A/B metrics, whether the list last shown to a user held the item they chose next."""
+        if not shown:
+            return  # nothing shown after an earlier event: a new user, or one from before the test
+        self.metrics.ab_events.labels(arm).inc()
+        gain = list_gain(shown, chosen)
+        if gain is not None:
+            self.metrics.ab_hits.labels(arm).inc()
+            self.metrics.ab_ndcg.labels(arm).inc(gain)
 
     # -- requests -------------------------------------------------------------
 
@@ -312,15 +328,19 @@ class Pipeline:
         if categories:
             wanted = set(categories)
             only = [item for item, tags in self.item_categories.items() if tags & wanted]
+        config, group = self.config, None
+        if self.config_b is not None:
+            group = arm(user_id, self.settings.ab.share, self.settings.ab.salt)
+            config = self.config_b if group == "b" else self.config
         sequence, scores = self.sequence, None
-        if sequence is not None and self.config.fusion.sequence > 0 and state.seen:
+        if sequence is not None and config.fusion.sequence > 0 and state.seen:
             scores = sequence.scores(state.seen[-sequence.max_len:], self.catalog)
-        ranked = recommend(state, self.catalog, k, self.config, exclude, self.index, only, scores)
+        ranked = recommend(state, self.catalog, k, config, exclude, self.index, only, scores)
         return Recommendation(
             user_id=user_id,
             items=[ScoredItem(item.item_id, round(item.score, 6), item.source) for item in ranked],
             trigger=trigger, model_version=MODEL_VERSION if scores is None else f"{MODEL_VERSION}+{sequence.version}",
-            source="trending" if state.vector is None else "online", emitted_ts=now_ms(), **fields,
+            source="trending" if state.vector is None else "online", emitted_ts=now_ms(), arm=group, **fields,
         )
 
     async def emit(self, recommendation: Recommendation) -> None:

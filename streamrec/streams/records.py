@@ -95,6 +95,8 @@ class Recommendation:
     event_id: str | None = None
     error: str | None = None
     """Why a request could not be served (then ``items`` is empty)."""
+    arm: str | None = None
+    """The user's A/B arm (``"a"`` or ``"b"``) while an A/B test runs (``[ab]``), else absent."""
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> bytes:
@@ -109,6 +111,8 @@ class Recommendation:
             "event_ts": self.event_ts, "event_id": self.event_id, "error": self.error,
             "schema_version": self.schema_version,
         }
+        if self.arm is not None:
+            body["arm"] = self.arm
         return orjson.dumps({k: v for k, v in body.items() if v is not None}, option=_NUMPY)
 
 

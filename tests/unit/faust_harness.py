@@ -128,9 +128,12 @@ def counted(pipeline: Pipeline, metric: str, **labels: str) -> float:
 
 
 def messages_in(pipeline: Pipeline) -> float:
+    """Messages handled: counted by outcome, or skipped by a processing error."""
+    names = pipeline.names
     return sum(counted(pipeline, name, outcome=outcome)
                for name in ("streamrec_events_in_total", "streamrec_requests_in_total")
-               for outcome in ("applied", "duplicate", "rerouted", "invalid", "answered"))
+               for outcome in ("applied", "duplicate", "rerouted", "invalid", "answered")) + sum(
+        counted(pipeline, "streamrec_processing_errors_total", topic=topic) for topic in (names.events, names.requests))
 
 
 async def until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:

@@ -80,7 +80,7 @@ def test_a_pushed_list_predicts_the_same_users_next_event_only() -> None:
     events = stream("ann:a", "bob:b", "ann:c", "ann:d", "bob:e")
     pushed = {0: ["x", "c"], 1: ["e"], 2: ["y"]}  # nothing arrived after event 3
 
-    report = score_pushed_lists(events, pushed, k=2)
+    report = score_pushed_lists(events, pushed, k=2)["all"]
 
     # ann:c is predicted by the list after ann:a (rank 1), ann:d by the list after ann:c (miss),
     # bob:e by the list after bob:b (rank 0); first events of a user are not scored.
@@ -88,4 +88,14 @@ def test_a_pushed_list_predicts_the_same_users_next_event_only() -> None:
                                                 "ndcg": pytest.approx((1 / math.log2(3) + 1) / 3),
                                                 "mrr": pytest.approx((1 / 2 + 1) / 3)}
     assert report.new_users.n == 0 and report.catalogue_size == 5
-    assert score_pushed_lists(events, {}, k=2).returning_users.hits == 0  # nothing pushed: all misses
+    assert score_pushed_lists(events, {}, k=2)["all"].returning_users.hits == 0  # nothing pushed: all misses
+
+
+def test_pushed_lists_are_also_scored_per_arm_of_the_earlier_push() -> None:
+    events = stream("ann:a", "bob:b", "ann:c", "bob:e")
+    pushed = {0: ["c"], 1: ["x"]}
+
+    reports = score_pushed_lists(events, pushed, k=2, groups={0: "a", 1: "b"})
+
+    assert {name: (r.returning_users.n, r.returning_users.hits) for name, r in reports.items()} == {
+        "all": (2, 1), "a": (1, 1), "b": (1, 0)}
