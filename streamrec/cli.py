@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -412,6 +413,7 @@ def trainer(
     settings = _settings(config, broker, prefix)
     logging.basicConfig(level=settings.worker.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     _interrupt_on_termination()
+    os.nice(settings.sequence.trainer_nice)  # workers sharing the machine come first
     try:
         create_topics(settings)
         Trainer(settings, checkpoint).run(stop=lambda: False)

@@ -44,6 +44,9 @@ class SequenceConfig:
         catalogue, plus the batch's own targets); a catalogue no larger is scored whole.
     batch_size, learning_rate, weight_decay
         Adam on mini-batches of ``batch_size`` users' sequences.
+    recent_share
+        Share of each batch drawn from the users active since the last training round
+        (the rest uniformly from all users), so a round learns what is happening now.
     seed
         Seeds the weights, dropout and the batch sampling.
     threads
@@ -59,6 +62,7 @@ class SequenceConfig:
     batch_size: int = 128
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
+    recent_share: float = 0.0
     seed: int = 0
     threads: int = 1
 
@@ -70,6 +74,8 @@ class SequenceConfig:
             raise ValueError(f"sequence model dim {self.dim} is not divisible by heads {self.heads}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"sequence model dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.recent_share <= 1.0:
+            raise ValueError(f"sequence model recent_share must be in [0, 1], got {self.recent_share}")
         if not self.learning_rate >= 0.0:
             raise ValueError(f"sequence model learning_rate must be >= 0, got {self.learning_rate}")
 

@@ -49,6 +49,7 @@ class Sequences:
         self.item_ids: list[ItemId] = []  # index i + 1 -> item id
         self.index: dict[ItemId, int] = {}
         self.users: OrderedDict[UserId, list[int]] = OrderedDict()  # least recently active first
+        self.active: set[UserId] = set()  # users with events since the last take_active()
 
     def item_index(self, item_id: ItemId) -> int:
         """The model index of ``item_id`` (a new item gets the next one)."""
@@ -72,6 +73,12 @@ class Sequences:
         # One more than the model reads: the oldest is the first target.
         del sequence[:-(self.max_len + 1)]
         self.users[user_id] = sequence
+        self.active.add(user_id)
+
+    def take_active(self) -> set[UserId]:
+        """The users with events since the last call (still remembered), and start counting afresh."""
+        active, self.active = self.active, set()
+        return {user_id for user_id in active if user_id in self.users}
 
     def of(self, user_id: UserId) -> list[int]:
         """The user's sequence (model indices, oldest first; empty if unknown)."""
@@ -124,16 +131,22 @@ class SequenceTrainer:
 
     def train(self, steps: int) -> float:
         """Run ``steps`` optimizer steps on random users' sequences; the mean loss (NaN if none ran)."""
-        users = [sequence for user_id, sequence in self.sequences.users.items()
-                 if len(sequence) > 1 and (self.trains_on is None or self.trains_on(user_id))]
+        active = self.sequences.take_active()
+        eligible = [(user_id, sequence) for user_id, sequence in self.sequences.users.items()
+                    if len(sequence) > 1 and (self.trains_on is None or self.trains_on(user_id))]
+        users = [sequence for _, sequence in eligible]
+        recent = [sequence for user_id, sequence in eligible if user_id in active]
         if not users or steps <= 0:
             return math.nan
         self._fit_catalogue()
         self.model.train()
         losses = []
+        size = min(self.config.batch_size, len(users))
+        from_recent = round(size * self.config.recent_share) if recent else 0
         for _ in range(steps):
-            picked = self.rng.integers(0, len(users), min(self.config.batch_size, len(users)))
-            losses.append(self._step([users[i] for i in picked]))
+            batch = [recent[i] for i in self.rng.integers(0, len(recent), from_recent)] if from_recent else []
+            batch += [users[i] for i in self.rng.integers(0, len(users), size - from_recent)]
+            losses.append(self._step(batch))
         self.model.eval()
         return float(np.mean(losses))
 
