@@ -190,7 +190,7 @@ class SequenceSettings(_Section):
     dim: int = Field(64, ge=2, le=1024)
     blocks: int = Field(2, ge=1, le=12)
     heads: int = Field(1, ge=1, le=16)
-    dropout: float = Field(0.2, ge=0, lt=1)
+    dropout: float = Field(0.5, ge=0, lt=1)
     negatives: int = Field(1024, ge=1, le=1_000_000)
     batch_size: int = Field(128, ge=1, le=65_536)
     learning_rate: float = Field(0.001, ge=0, le=1)

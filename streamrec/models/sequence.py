@@ -57,7 +57,7 @@ class SequenceConfig:
     dim: int = 64
     blocks: int = 2
     heads: int = 1
-    dropout: float = 0.2
+    dropout: float = 0.5
     negatives: int = 1024
     batch_size: int = 128
     learning_rate: float = 1e-3

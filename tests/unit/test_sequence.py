@@ -19,7 +19,7 @@ from streamrec.models.sequence_query import NumpyEncoder, SequenceQuery
 from streamrec.models.sequence_training import InvalidSnapshot, Sequences, SequenceSnapshot, SequenceTrainer
 
 N_ITEMS = 31  # prime: x -> 7x + 3 (mod 31) runs through cycles of 15 distinct items
-SMALL = SequenceConfig(dim=32, max_len=20, batch_size=64, threads=2)
+SMALL = SequenceConfig(dim=32, max_len=20, batch_size=64, threads=2, dropout=0.1)
 
 
 def rule_sequence(start: int, length: int) -> list[int]:
