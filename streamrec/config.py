@@ -195,17 +195,17 @@ class SequenceSettings(_Section):
     batch_size: int = Field(128, ge=1, le=65_536)
     learning_rate: float = Field(0.001, ge=0, le=1)
     weight_decay: float = Field(0.0, ge=0, le=1)
-    recent_share: float = Field(0.0, ge=0, le=1)
+    recent_share: float = Field(0.75, ge=0, le=1)
     seed: int = Field(0, ge=0)
     threads: int = Field(1, ge=1, le=256)
-    train_every_events: int = Field(5000, ge=1)
-    train_steps: int = Field(100, ge=1)
+    train_every_events: int = Field(2000, ge=1)
+    train_steps: int = Field(40, ge=1)
     train_every_s: float = Field(60.0, gt=0)
     max_users: int = Field(1_000_000, ge=1)
     holdout_share: float = Field(0.05, ge=0, lt=1)
     trainer_nice: int = Field(10, ge=0, le=19)
     max_quality_drop: float = Field(0.2, ge=0, le=1)
-    weight: float = Field(0.3, ge=0, le=1000)
+    weight: float = Field(1.5, ge=0, le=1000)
 
     def config(self) -> SequenceConfig:
         """The pure model's configuration."""

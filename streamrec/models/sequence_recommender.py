@@ -27,8 +27,8 @@ UserId = str
 class TrainerSchedule:
     """When the trainer fine-tunes and how much: ``steps`` optimizer steps every ``every_events`` events."""
 
-    every_events: int = 5_000
-    steps: int = 100
+    every_events: int = 2_000
+    steps: int = 40
     max_users: int = 1_000_000
     """Users whose recent sequences the trainer keeps (least recently active forgotten first)."""
 
