@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,6 +12,7 @@ from typing import Any
 import pytest
 
 from streamrec.config import Settings
+from streamrec.load.demo import streamrec_process
 from streamrec.models.online_recommender import MODEL_VERSION
 from streamrec.streams.model_topic import snapshot_records
 
@@ -28,23 +25,6 @@ SMALL_SEQUENCE_MODEL = {
     "STREAMREC_SEQUENCE__TRAIN_EVERY_EVENTS": "150", "STREAMREC_SEQUENCE__TRAIN_STEPS": "10",
     "STREAMREC_SEQUENCE__TRAIN_EVERY_S": "3", "STREAMREC_SEQUENCE__MAX_QUALITY_DROP": "1.0",
 }
-
-
-def start_trainer(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
-    with open(log_path, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "streamrec", "trainer"],
-                                env={**worker_env(settings), **SMALL_SEQUENCE_MODEL},
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def rule_events(start: int, count: int) -> list[dict[str, Any]]:
@@ -78,13 +58,11 @@ def test_snapshots_swap_in_mid_stream_with_no_gap_and_a_corrupted_one_is_refused
         settings: Settings, start_worker: Any, tmp_path: Path) -> None:
     names = topic_names(settings)
     worker = start_worker(settings)
-    trainer = start_trainer(settings, tmp_path / "trainer.log")
-    try:
+    with streamrec_process(["trainer"], settings, tmp_path / "trainer.log",
+                           env={**worker_env(settings), **SMALL_SEQUENCE_MODEL}):
         first = rule_events(0, 900)
         send_slowly(settings, first, per_second=60)  # 15 s: several training rounds
         records = pushed(settings, {e["event_id"] for e in first})
-    finally:
-        stop(trainer)
     trainer_log = (tmp_path / "trainer.log").read_text(errors="replace")
 
     # Exactly one recommendation per event, none with an error, while snapshots were swapped.
