@@ -424,7 +424,7 @@ def benchmark_e2e(settings: Settings, config: E2EConfig, broker: str | None = No
                                                               log_path=workdir / f"broker-{number}.log"))
                 url, pid = embedded.url, embedded.pid
             result = run_step(with_section(settings, "kafka", broker=url), config, target, rate,
-                              f"{bench_id}-{number}-{target}", workdir, say, pid)
+                              f"{bench_id}-{number}-{target.replace('+', '-')}", workdir, say, pid)
         say(f"    {target}: p50 {result['latency_p50_ms']} ms, p99 {result['latency_p99_ms']} ms, "
             f"{result['received']:,}/{result['valid_sent']:,} answered, output "
             f"{result['achieved_output_rate']:,.0f}/s, max lag {result['lag_max']:,}")
