@@ -414,7 +414,11 @@ def trainer(
     from streamrec.streams.topics import create_topics
 
     settings = _settings(config, broker, prefix)
-    logging.basicConfig(level=settings.worker.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    # One line per training round is the trainer's progress report: INFO at least.
+    level = min(logging.INFO, logging.getLevelName(settings.worker.log_level.upper()))
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for noisy in ("kafka", "aiokafka"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     _interrupt_on_termination()
     os.nice(settings.sequence.trainer_nice)  # workers sharing the machine come first
     try:
