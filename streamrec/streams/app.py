@@ -164,7 +164,6 @@ def _register_processors(app: StreamrecApp, pipeline: Pipeline) -> None:
         await asyncio.gather(
             replicate_topic(kafka, names.items, pipeline.apply_item_info, pipeline.item_info_ready,
                             offsets.setdefault(names.items, {})),
-            replicate_topic(kafka, names.models, pipeline.apply_model_chunk, pipeline.models_ready),
-            pipeline.serve_snapshots(),
+            pipeline.follow_models(),
             replicate_topic(kafka, names.item_state, pipeline.apply_item_state, pipeline.catalogue_ready,
                             offsets.setdefault(names.item_state, {})))

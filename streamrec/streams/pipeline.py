@@ -53,7 +53,9 @@ from streamrec.streams.records import (
     encode_item_state,
     encode_item_updates,
 )
+from streamrec.streams.clients import TopicMissing
 from streamrec.streams.model_topic import MalformedChunk, SnapshotAssembler
+from streamrec.streams.replica import replicate_topic
 from streamrec.streams.snapshot import ItemReplicas, Offsets
 from streamrec.streams.topics import RAW_BYTES, TopicNames, key_partition
 
@@ -383,6 +385,18 @@ class Pipeline:
         if completed is not None:
             self.newest_snapshot = completed
             self.snapshot_arrived.set()
+
+    async def follow_models(self) -> None:
+        """Read the models topic and serve its snapshots; without the topic, serve the online model alone.
+
+        A deployment whose topics predate the sequence model (and may not be created by
+        workers) must keep working, so a missing models topic is a warning, not a crash.
+        """
+        try:
+            await asyncio.gather(replicate_topic(self.settings.kafka, self.names.models, self.apply_model_chunk,
+                                                 self.models_ready), self.serve_snapshots())
+        except TopicMissing as exc:
+            log.warning("no sequence model: %s", exc)
 
     def serving_version(self) -> str:
         """The sequence-model version answering now (``"none"`` before the first)."""
