@@ -102,6 +102,8 @@ class WorkerSettings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
     rocksdb_write_buffer_mb: int = Field(4, ge=1, le=4096)
     rocksdb_block_cache_mb: int = Field(8, ge=1, le=65536)
+    max_batch_events: int = Field(500, ge=1, le=100_000)
+    """Most events processed as one micro-batch (only events already waiting are batched)."""
 
     def rocksdb_options(self) -> dict[str, int]:
         """Faust's RocksDB store options: bounded memtables and block cache per table partition."""

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import cached_property
 from typing import TypeVar
 
 import faust
-from faust.types import ProducerT, StreamT
+from faust.types import EventT, ProducerT, StreamT
 from mode.utils.futures import StampedeWrapper
 
 from streamrec.config import Settings
@@ -127,11 +127,33 @@ def create_app(settings: Settings, store: str = "rocksdb://") -> StreamrecApp:
     return app
 
 
+async def micro_batches(stream: StreamT, max_events: int) -> AsyncIterator[list[EventT]]:
+    """The stream's events in batches of those already waiting (at most ``max_events``).
+
+    A batch never waits for more events: one event alone is a batch of one, so batching
+    adds no latency, and batches grow only when events arrive faster than they are
+    processed. Each event is acked after its whole batch is processed, so its offset is
+    committed only then (at-least-once, as for one event at a time).
+    """
+    stream.enable_acks = False  # acked below, after processing
+    queue = getattr(stream.channel, "queue", None)
+    batch: list[EventT] = []
+    async for event in stream.events():
+        batch.append(event)
+        if len(batch) >= max_events or queue is None or queue.empty():
+            try:
+                yield batch
+            finally:
+                for done in batch:
+                    await stream.ack(done)
+                batch = []
+
+
 def _register_processors(app: StreamrecApp, pipeline: Pipeline) -> None:
     @app.agent(pipeline.events, name="streamrec.events")
     async def process_events(stream: StreamT) -> None:
-        async for event in stream.events():
-            await pipeline.guarded(pipeline.on_event, event)
+        async for batch in micro_batches(stream, pipeline.settings.worker.max_batch_events):
+            await pipeline.guarded_batch(pipeline.on_events, batch)
 
     @app.agent(pipeline.requests, name="streamrec.requests")
     async def process_requests(stream: StreamT) -> None:

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 #: Buckets for per-message processing time, in seconds (100 µs to 1 s).
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 FRESHNESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -54,7 +55,11 @@ class WorkerMetrics:
             ["trigger"], registry=self.registry)
         self.processing_seconds = Histogram(
             "streamrec_processing_seconds", "Time from taking a message off the stream to "
-            "handing its output to the producer.", ["topic"], buckets=LATENCY_BUCKETS,
+            "handing its output to the producer (for events: per micro-batch).", ["topic"],
+            buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_events = Histogram(
+            "streamrec_batch_events", "Events per micro-batch: the events waiting when the worker "
+            "takes the next batch (1 when it keeps up event by event).", buckets=BATCH_BUCKETS,
             registry=self.registry)
         self.assigned_partitions = Gauge(
             "streamrec_assigned_partitions", "Partitions of the events topic this worker owns "

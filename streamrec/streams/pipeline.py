@@ -20,12 +20,16 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import faust
+import numpy as np
 from faust.exceptions import ConsumerNotStarted
+from faust.streams import _current_event
 from faust.types import EventT
 
 from streamrec.config import Settings
@@ -34,13 +38,14 @@ from streamrec.index.live_index import LiveIndex
 from streamrec.models.ab import arm, list_gain
 from streamrec.models.content import ContentMap, content_features
 from streamrec.models.items import ItemDelta, OwnedItem
-from streamrec.models.online_recommender import MODEL_VERSION, learn, recommend
+from streamrec.models.online_recommender import MODEL_VERSION, embedding_scores, learn, recommend
 from streamrec.models.user_state import UserState
 from streamrec.models.weights import event_weight
 from streamrec.streams.metrics import WorkerMetrics
 from streamrec.streams import snapshot
 from streamrec.streams.records import (
     DeadLetter,
+    Event as EventRecord,
     InvalidRequest,
     Recommendation,
     ScoredItem,
@@ -74,6 +79,21 @@ def load_sequence_query(data: bytes, threads: int) -> SequenceQuery:
 
     torch.set_num_threads(threads)
     return SequenceQuery(SequenceSnapshot.from_bytes(data))
+
+
+@contextmanager
+def as_current(event: EventT) -> Iterator[None]:
+    """Make ``event`` Faust's current event while table keys are read or written.
+
+    Faust's tables take the partition of a key's store and changelog record from the
+    current event (a task-local set by the stream), which in a micro-batch is the batch's
+    last event, not necessarily one of this user's. Faust has no public setter.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 def now_ms() -> int:
@@ -228,54 +248,80 @@ class Pipeline:
 
     # -- events ---------------------------------------------------------------
 
-    async def on_event(self, event: EventT) -> None:
-        """Validate, dedup and apply one event, then push the user's new top-K."""
+    async def on_events(self, batch: Sequence[EventT]) -> None:
+        """Validate, dedup and learn a micro-batch of events in order, then push one top-K per applied event.
+
+        Each user's state is read once and written once per batch, and the embedding scores
+        of all the batch's users come from one matrix product (see ``embedding_scores``).
+        Every list is the one the user would get with the events processed one by one.
+        """
         await self.ready()
         started = time.perf_counter()
         watch = self.metrics.stopwatch()
-        message = event.message
-        try:
-            record = decode_event(event.value, self.settings.events, now_ms())
+        now = now_ms()
+        states: dict[bytes, tuple[UserState, EventT]] = {}  # as after the user's last applied event
+        applied: list[tuple[EventT, EventRecord, int, UserState]] = []  # with event time and the state its list answers
+        for event in batch:
+            try:
+                record = decode_event(event.value, self.settings.events, now)
+            except InvalidRecord as exc:
+                self.metrics.events_in.labels("invalid").inc()
+                await self.send_dead_letter(exc.reason, event)
+                continue
+            if event.key != record.user_id.encode():
+                # Keyed by something else: re-publish keyed by user so it lands on the
+                # partition that owns this user's state (DESIGN.md: "route by user_id").
+                self.metrics.events_in.labels("rerouted").inc()
+                await self.events.send(key=record.user_id.encode(), value=event.value)
+                continue
             watch.lap("decode")
-        except InvalidRecord as exc:
-            self.metrics.events_in.labels("invalid").inc()
-            await self.send_dead_letter(exc.reason, event)
-            return
-        if event.key != record.user_id.encode():
-            # Keyed by something else: re-publish keyed by user so it lands on the
-            # partition that owns this user's state (DESIGN.md: "route by user_id").
-            self.metrics.events_in.labels("rerouted").inc()
-            await self.events.send(key=record.user_id.encode(), value=event.value)
-            return
-        state = UserState.from_dict(self.users.get(event.key))
-        watch.lap("state")
-        if state.is_duplicate(record.event_id):
-            self.metrics.events_in.labels("duplicate").inc()
-            return
-        event_ts = record.ts_ms if record.ts_ms is not None else int(message.timestamp * 1000)
-        weight = event_weight(record.type, record.value, self.settings.events.types,
-                              self.settings.events.value_weighted_types)
-        deltas = learn(record.user_id, state, record.item_id, record.event_id, weight, event_ts,
-                       self.catalog, self.config, self.rng)
-        watch.lap("learn")
-        recommendation = self.recommend(record.user_id, self.settings.model.k, trigger="event", state=state,
-                                        event_ts=event_ts, event_id=record.event_id)
-        watch.lap("recommend")
-        if recommendation.arm is not None:
-            self.score_arm(recommendation.arm, state.shown, record.item_id)
-            state.shown = [item.item_id for item in recommendation.items]
-        self.users[event.key] = state.to_dict()
-        for item_id, delta in deltas.items():
-            pending = self._pending_updates.get(item_id)
-            if pending is None:
-                self._pending_updates[item_id] = delta
+            known = states.get(event.key)
+            if known is None:
+                with as_current(event):  # Faust's tables read the current event's partition
+                    state = UserState.from_dict(self.users.get(event.key))
             else:
-                pending.merge(delta, self.config.half_life_s)
-        self.metrics.events_in.labels("applied").inc()
+                state = known[0]
+            watch.lap("state")
+            if state.is_duplicate(record.event_id):
+                self.metrics.events_in.labels("duplicate").inc()
+                continue
+            event_ts = record.ts_ms if record.ts_ms is not None else int(event.message.timestamp * 1000)
+            weight = event_weight(record.type, record.value, self.settings.events.types,
+                                  self.settings.events.value_weighted_types)
+            deltas = learn(record.user_id, state, record.item_id, record.event_id, weight, event_ts,
+                           self.catalog, self.config, self.rng)
+            for item_id, delta in deltas.items():
+                pending = self._pending_updates.get(item_id)
+                if pending is None:
+                    self._pending_updates[item_id] = delta
+                else:
+                    pending.merge(delta, self.config.half_life_s)
+            states[event.key] = (state, event)
+            # What this event's list answers: the state now (a later event of the batch changes it).
+            applied.append((event, record, event_ts, UserState(list(state.seen), [], state.n_events, state.vector, state.shown)))
+            watch.lap("learn")
+        scores = embedding_scores([answered for *_, answered in applied], self.catalog, self.config, self.index)
+        recommendations: list[Recommendation] = []
+        shown_now: dict[bytes, list[str]] = {}  # lists pushed in this batch, by user (A/B scoring)
+        for (event, record, event_ts, answered), mf_scores in zip(applied, scores, strict=True):
+            recommendation = self.recommend(record.user_id, self.settings.model.k, trigger="event",
+                                            state=answered, event_ts=event_ts, event_id=record.event_id,
+                                            mf_scores=mf_scores)
+            if recommendation.arm is not None:
+                self.score_arm(recommendation.arm, shown_now.get(event.key, answered.shown), record.item_id)
+                shown_now[event.key] = states[event.key][0].shown = [item.item_id for item in recommendation.items]
+            recommendations.append(recommendation)
+        watch.lap("recommend")
+        for key, (state, event) in states.items():
+            with as_current(event):  # stored and logged in the user's partition
+                self.users[key] = state.to_dict()
+        self.metrics.events_in.labels("applied").inc(len(applied))
         watch.lap("store")
-        await self.emit(recommendation)
+        for recommendation in recommendations:
+            await self.emit(recommendation)
         watch.lap("emit")
         self.metrics.processing_seconds.labels("events").observe(time.perf_counter() - started)
+        self.metrics.batch_events.observe(len(batch))
 
     def score_arm(self, arm: str, shown: list[str], chosen: str) -> None:
         """Count, for the A/B metrics, whether the list last shown to a user held the item they chose next."""
@@ -316,10 +362,11 @@ class Pipeline:
 
     def recommend(self, user_id: str, k: int, trigger: str, exclude: tuple[str, ...] = (),
                   state: UserState | None = None, categories: list[str] | None = None,
-                  **fields: Any) -> Recommendation:
+                  mf_scores: np.ndarray | None = None, **fields: Any) -> Recommendation:
         """The user's top-K now, from local state (call it on the user's partition owner).
 
-        ``state`` saves a table read when the caller already holds the user's state.
+        ``state`` saves a table read when the caller already holds the user's state, and
+        ``mf_scores`` the embedding scoring when the caller scored a batch (``embedding_scores``).
         Unavailable items never appear; ``categories`` keeps items in any of them.
         """
         if state is None:
@@ -337,7 +384,7 @@ class Pipeline:
         sequence, scores = self.sequence, None
         if sequence is not None and config.fusion.sequence > 0 and state.seen:
             scores = sequence.scores(state.seen[-sequence.max_len:], self.catalog)
-        ranked = recommend(state, self.catalog, k, config, exclude, self.index, only, scores)
+        ranked = recommend(state, self.catalog, k, config, exclude, self.index, only, scores, mf_scores)
         return Recommendation(
             user_id=user_id,
             items=[ScoredItem(item.item_id, round(item.score, 6), item.source) for item in ranked],
@@ -362,6 +409,28 @@ class Pipeline:
             await self.send_dead_letter(
                 f"internal error while processing this message ({exc!r}); it was skipped. "
                 "This is a streamrec bug: please report it with this record", event)
+
+    async def guarded_batch(self, handler: Callable[[Sequence[EventT]], Awaitable[None]],
+                            batch: Sequence[EventT]) -> None:
+        """Run a batch processor; if it fails, run the batch's events one at a time through
+        :meth:`guarded`, so only the message at fault is dead-lettered.
+
+        Tables and recommendations are written only when a batch completes, so no list is
+        sent twice; dead letters, reroutes and item deltas of the events before the fault
+        may repeat (a rare bug path: at-least-once, never lost).
+        """
+        if len(batch) > 1:
+            try:
+                await handler(batch)
+                return
+            except Exception:  # noqa: BLE001 - retried one by one below
+                log.warning("a batch of %d events failed; processing them one by one", len(batch))
+
+        async def one(event: EventT) -> None:
+            await handler([event])
+
+        for event in batch:
+            await self.guarded(one, event)
 
     async def send_dead_letter(self, reason: str, event: EventT) -> None:
         """Send the original message and the reason to the dead-letter topic."""

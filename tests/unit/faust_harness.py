@@ -27,6 +27,11 @@ T0_MS = 1_700_000_000_000
 
 @pytest.fixture
 def app(tmp_path: Path) -> StreamrecApp:
+    return make_app(tmp_path)
+
+
+def make_app(tmp_path: Path) -> StreamrecApp:
+    """A worker app for the harness: two partitions, ``memory://`` tables, k = 3."""
     settings = load_settings(worker={"data_dir": tmp_path / "data", "app_id": "unit-app"},
                              topics={"prefix": PREFIX, "partitions": 2},
                              model={"k": 3}, events={"dedup_window": 10})

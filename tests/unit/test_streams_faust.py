@@ -20,6 +20,8 @@ from tests.unit.faust_harness import (
     Outbox,
     counted,
     event,
+    make_app,
+    outbox,
     run_events,
     until,
 )
@@ -219,3 +221,79 @@ def test_every_stage_of_an_applied_event_is_timed(app: StreamrecApp, outputs) ->
     for stage in ("decode", "state", "learn", "store", "recommend", "emit", "item_publish"):
         assert counted(app.pipeline, "streamrec_stage_seconds_total", stage=stage) > 0, stage
     assert counted(app.pipeline, "streamrec_stage_seconds_total", stage="item_owner") == 0  # no update consumed here
+
+
+# -- micro-batches ----------------------------------------------------------------------
+
+
+def _batch_run(tmp_path, monkeypatch, together: bool) -> tuple[list[dict], dict, list[tuple[int, bytes]], float]:
+    """Feed one stream of events (users on both partitions, some twice) one by one or all at once.
+
+    Returns the lists pushed (without their emission time), the users table, the
+    changelog records written as ``(partition, key)``, and the largest batch seen.
+    """
+    app = make_app(tmp_path / ("together" if together else "apart"))
+    pipeline = app.pipeline
+    for item_id, score in {f"i{n}": 10.0 - n for n in range(1, 9)}.items():
+        pipeline.catalog.set(item_id, score, T0_MS)
+    pushed = outbox(monkeypatch, pipeline.recommendations)
+    outbox(monkeypatch, pipeline.item_updates)
+    changelog: list[tuple[int, bytes]] = []
+    send_changelog = pipeline.users.send_changelog
+
+    def record_changelog(partition, key, value, **kwargs):
+        changelog.append((partition, key))
+        return send_changelog(partition, key, value, **kwargs)
+
+    monkeypatch.setattr(pipeline.users, "send_changelog", record_changelog)
+    users = ["u1", "u2", "u3", "u1", "u4", "u2", "u1", "u5"]
+    messages = [(event(user_id=user, item_id=f"i{n % 8 + 1}", event_id=f"e{n}", ts=T0_MS + n), user.encode(),
+                 key_partition(user.encode(), 2)) for n, user in enumerate(users)]
+    assert {partition for *_, partition in messages} == {0, 1}
+
+    gate: list[asyncio.Event] = []  # holds the first batch until every message waits behind it
+    sizes: list[int] = []
+    on_events = pipeline.on_events
+
+    async def record_batch(batch):
+        sizes.append(len(batch))
+        if gate:
+            await gate[0].wait()
+        await on_events(batch)
+
+    monkeypatch.setattr(pipeline, "on_events", record_batch)
+
+    async def scenario(feed: Feed) -> None:
+        if together:  # as events arrive while the worker is busy
+            gate.append(asyncio.Event())
+            for value, key, partition in messages:
+                await feed.agent.put(value, key=key, partition=partition, wait=False)
+            gate[0].set()
+            await until(lambda: len(pushed.messages) == len(messages))
+        else:
+            for value, key, partition in messages:
+                await feed.put(value, key=key, partition=partition)
+
+    run_events(app, scenario)
+    lists = [{key: value for key, value in body.items() if key != "emitted_ts"} for body in pushed.values]
+    table = {user: pipeline.users[user.encode()] for user in set(users)}
+    return lists, table, changelog, max(sizes)
+
+
+def test_a_micro_batch_pushes_the_lists_of_one_event_at_a_time(tmp_path, monkeypatch) -> None:
+    apart, apart_table, apart_log, apart_batch = _batch_run(tmp_path, monkeypatch, together=False)
+    together, together_table, together_log, together_batch = _batch_run(tmp_path, monkeypatch, together=True)
+    assert apart_batch == 1 and together_batch > 1, "the events put together must be taken as one batch"
+    assert len(together) == len(apart) == 8
+    for one, batched in zip(apart, together, strict=True):
+        assert [item["item_id"] for item in batched["items"]] == [item["item_id"] for item in one["items"]]
+        assert [item["score"] for item in batched["items"]] == pytest.approx([item["score"] for item in one["items"]],
+                                                                            abs=1e-5)
+        assert {**batched, "items": None} == {**one, "items": None}
+    for user, state in apart_table.items():
+        assert {**together_table[user], "vector": None} == {**state, "vector": None}
+        assert together_table[user]["vector"] == pytest.approx(state["vector"], abs=1e-6)
+    # Every changelog record goes to its user's partition (not the batch's last event's),
+    # and a user with several events in the batch is written once.
+    assert all(partition == key_partition(key, 2) for partition, key in together_log)
+    assert len(together_log) < len(apart_log) == 8
