@@ -14,7 +14,7 @@ from mode.utils.futures import StampedeWrapper
 
 from streamrec.config import Settings
 from streamrec.streams.pipeline import Pipeline
-from streamrec.streams.replica import replicate_topic
+from streamrec.streams.replica import RARELY_WRITTEN_FETCH_WAIT_MS, replicate_topic
 from streamrec.streams.topics import ssl_context
 from streamrec.streams.transport import ConsumerTuning, Transport
 from streamrec.streams.web import register_views
@@ -185,7 +185,7 @@ def _register_processors(app: StreamrecApp, pipeline: Pipeline) -> None:
         kafka, names, offsets = pipeline.settings.kafka, pipeline.names, pipeline.replica_offsets
         await asyncio.gather(
             replicate_topic(kafka, names.items, pipeline.apply_item_info, pipeline.item_info_ready,
-                            offsets.setdefault(names.items, {})),
+                            offsets.setdefault(names.items, {}), RARELY_WRITTEN_FETCH_WAIT_MS),
             pipeline.follow_models(),
             replicate_topic(kafka, names.item_state, pipeline.apply_item_state, pipeline.catalogue_ready,
                             offsets.setdefault(names.item_state, {})))

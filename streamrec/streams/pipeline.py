@@ -60,7 +60,7 @@ from streamrec.streams.records import (
 )
 from streamrec.streams.clients import TopicMissing
 from streamrec.streams.model_topic import MalformedChunk, SnapshotAssembler
-from streamrec.streams.replica import replicate_topic
+from streamrec.streams.replica import RARELY_WRITTEN_FETCH_WAIT_MS, replicate_topic
 from streamrec.streams.snapshot import ItemReplicas, Offsets
 from streamrec.streams.topics import RAW_BYTES, TopicNames, key_partition
 
@@ -463,7 +463,8 @@ class Pipeline:
         """
         try:
             await asyncio.gather(replicate_topic(self.settings.kafka, self.names.models, self.apply_model_chunk,
-                                                 self.models_ready), self.serve_snapshots())
+                                                 self.models_ready, fetch_max_wait_ms=RARELY_WRITTEN_FETCH_WAIT_MS),
+                                 self.serve_snapshots())
         except TopicMissing as exc:
             log.warning("no sequence model: %s", exc)
 

@@ -24,20 +24,28 @@ ApplyRecord = Callable[[bytes | None, bytes | None, int], None]
 """Called with a record's key, value and timestamp (epoch ms)."""
 
 
+#: Fetch wait of replicas of rarely written topics (item info, models): on the embedded broker
+#: an idle consumer sends one fetch per wait, and each costs the worker and the broker CPU.
+RARELY_WRITTEN_FETCH_WAIT_MS = 500
+
+
 async def replicate_topic(kafka: KafkaSettings, topic: str, apply: ApplyRecord,
-                          ready: asyncio.Event | None = None, positions: dict[int, int] | None = None) -> None:
+                          ready: asyncio.Event | None = None, positions: dict[int, int] | None = None,
+                          fetch_max_wait_ms: int | None = None) -> None:
     """Apply every record of ``topic`` (all partitions) until cancelled.
 
     ``positions`` (partition -> next offset) says where to start, from a snapshot (partitions
     not in it start from the beginning; an offset past a partition's end restarts it from its
     beginning), and is kept up to date as records are applied.
     ``ready`` is set once the replica has caught up with the records present at start.
+    ``fetch_max_wait_ms`` overrides ``kafka.fetch_max_wait_ms`` (for topics where a
+    record may wait longer, see :data:`RARELY_WRITTEN_FETCH_WAIT_MS`).
     A record that ``apply`` rejects is logged and skipped: it must not stop replication.
     """
     positions = {} if positions is None else positions
     consumer = AIOKafkaConsumer(
         **client_options(kafka), group_id=None, enable_auto_commit=False,
-        auto_offset_reset="earliest", fetch_max_wait_ms=max(kafka.fetch_max_wait_ms, 1),
+        auto_offset_reset="earliest", fetch_max_wait_ms=max(fetch_max_wait_ms or kafka.fetch_max_wait_ms, 1),
     )
     await consumer.start()
     try:

@@ -167,6 +167,34 @@ class Feed:
         if self.crashed():
             raise self.agent._crash_reason
 
+    async def put_while_busy(self, messages: list[tuple[bytes, bytes, int | None]]) -> list[int]:
+        """Put ``(value, key, partition)`` messages while the agent is held on the first one, as a
+        busy worker finds events waiting; wait until all are handled; return the batch sizes.
+
+        The first message is a batch of one, the others wait and form the next batches.
+        """
+        held, sizes = asyncio.Event(), []
+        on_events = self.pipeline.on_events
+
+        async def hold(batch):
+            sizes.append(len(batch))
+            await held.wait()
+            await on_events(batch)
+
+        self.pipeline.on_events = hold  # type: ignore[method-assign]
+        try:
+            before = messages_in(self.pipeline)
+            for value, key, partition in messages:
+                await self.agent.put(value, key=key, partition=partition, wait=False)
+            held.set()
+            await until(lambda: messages_in(self.pipeline) >= before + len(messages) or self.crashed())
+            await asyncio.sleep(0.005)
+        finally:
+            del self.pipeline.on_events  # the method again
+        if self.crashed():
+            raise self.agent._crash_reason
+        return sizes
+
     def crashed(self) -> bool:
         return self.agent._crash_reason is not None
 

@@ -22,6 +22,7 @@ from streamrec.models.online_recommender import (
     InProcessRecommender,
     RecommenderConfig,
     benchmark,
+    embedding_scores,
     learn,
     recommend,
 )
@@ -205,6 +206,24 @@ def test_embedding_scores_match_a_brute_force_sort_and_never_return_an_excluded_
 
         assert [item for item, _ in got] == expected
         assert [score for _, score in got] == sorted((score for _, score in got), reverse=True)
+
+
+def test_a_batch_of_users_scored_in_one_product_gets_the_lists_of_one_user_at_a_time(stream: list[Event]) -> None:
+    model = learnt(stream[:3_000])
+    users = [f"u{n}" for n in range(40)] + ["nobody"]
+    states = [model.users.get(user) or UserState() for user in users]
+
+    scores = embedding_scores(states, model.catalog, model.config)
+
+    assert scores[-1] is None and all(score is not None for score in scores[:-1])
+    for state, batch_scores in zip(states, scores, strict=True):
+        alone = recommend(state, model.catalog, 10, model.config)
+        batched = recommend(state, model.catalog, 10, model.config, mf_scores=batch_scores)
+        assert [item.item_id for item in batched] == [item.item_id for item in alone]
+        assert [item.score for item in batched] == pytest.approx([item.score for item in alone], abs=1e-5)
+    # Where recommend() searches the index instead, there is nothing to precompute.
+    assert embedding_scores(states, model.catalog, dataclasses.replace(model.config, index_min_items=1),
+                            index=object()) == [None] * len(states)  # type: ignore[arg-type]
 
 
 def test_co_visits_recommend_what_users_with_the_same_recent_items_chose() -> None:

@@ -251,28 +251,15 @@ def _batch_run(tmp_path, monkeypatch, together: bool) -> tuple[list[dict], dict,
                  key_partition(user.encode(), 2)) for n, user in enumerate(users)]
     assert {partition for *_, partition in messages} == {0, 1}
 
-    gate: list[asyncio.Event] = []  # holds the first batch until every message waits behind it
     sizes: list[int] = []
-    on_events = pipeline.on_events
-
-    async def record_batch(batch):
-        sizes.append(len(batch))
-        if gate:
-            await gate[0].wait()
-        await on_events(batch)
-
-    monkeypatch.setattr(pipeline, "on_events", record_batch)
 
     async def scenario(feed: Feed) -> None:
         if together:  # as events arrive while the worker is busy
-            gate.append(asyncio.Event())
-            for value, key, partition in messages:
-                await feed.agent.put(value, key=key, partition=partition, wait=False)
-            gate[0].set()
-            await until(lambda: len(pushed.messages) == len(messages))
+            sizes.extend(await feed.put_while_busy(messages))
         else:
             for value, key, partition in messages:
                 await feed.put(value, key=key, partition=partition)
+                sizes.append(1)
 
     run_events(app, scenario)
     lists = [{key: value for key, value in body.items() if key != "emitted_ts"} for body in pushed.values]

@@ -140,6 +140,31 @@ def test_a_processor_bug_dead_letters_the_message_and_the_agent_keeps_going(
     assert [r["user_id"] for r in outputs["recommendations"].values] == ["u2"]
 
 
+def test_a_processor_bug_in_a_batch_dead_letters_that_event_alone(
+        app: StreamrecApp, outputs, monkeypatch: pytest.MonkeyPatch) -> None:
+    pipeline = app.pipeline
+    real_recommend = pipeline.recommend
+
+    def broken_for_u1(user_id: str, *args, **kwargs):
+        if user_id == "u1":
+            raise ZeroDivisionError("simulated bug")
+        return real_recommend(user_id, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "recommend", broken_for_u1)
+    sizes: list[int] = []
+
+    async def scenario(feed: Feed) -> None:
+        sizes.extend(await feed.put_while_busy(
+            [(event(user_id=user, event_id=user), user.encode(), None) for user in ("u0", "u2", "u1", "u3")]))
+
+    run_events(app, scenario)
+
+    assert max(sizes) > 1  # u1 came in a batch with others
+    [letter] = outputs["dead_letter"].values
+    assert "ZeroDivisionError" in letter["error"] and json.loads(letter["payload"])["user_id"] == "u1"
+    assert sorted(r["user_id"] for r in outputs["recommendations"].values) == ["u0", "u2", "u3"]
+
+
 def test_event_from_the_far_future_is_dead_lettered(app: StreamrecApp, outputs) -> None:
     async def scenario(feed: Feed) -> None:
         await feed.put(event(ts=99_999_999_999_999), key=b"u1")
