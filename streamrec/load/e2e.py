@@ -273,6 +273,7 @@ def run_step(base: Settings, config: E2EConfig, target: str, rate: float, run: s
         after = _worker_samples(workers)
         result["stage_us_per_event"] = _per_event(_stages(before), _stages(after), result)
         result.update(_freshness(before, after))
+        result.update(_batch_size(before, after))
     return {"target": target, "rate": rate, "workers": config.workers, "ready_s": round(ready_s, 1), **result}
 
 
@@ -303,6 +304,13 @@ def _freshness(before: dict[str, float], after: dict[str, float]) -> dict[str, f
     bound = {q: next(le for le, count in buckets if count >= q * total) for q in (0.5, 0.99)}
     return {"item_updates_indexed": int(total),
             **{f"freshness_p{round(q * 100)}_ms_at_most": le * 1000 for q, le in bound.items()}}
+
+
+def _batch_size(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Mean events per micro-batch during the step (``streamrec_batch_events``)."""
+    batches = after.get("streamrec_batch_events_count", 0.0) - before.get("streamrec_batch_events_count", 0.0)
+    events = after.get("streamrec_batch_events_sum", 0.0) - before.get("streamrec_batch_events_sum", 0.0)
+    return {"mean_batch_events": round(events / batches, 1)} if batches > 0 else {}
 
 
 def _per_event(before: dict[str, float], after: dict[str, float], result: dict[str, Any]) -> dict[str, float]:

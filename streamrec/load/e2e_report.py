@@ -212,13 +212,15 @@ def _stage_table(steps: list[dict[str, Any]]) -> list[str]:
     if not names:
         return []
     lines = ["", "Worker CPU per answered event (µs), by stage of streamrec's own work and the rest:", "",
-             "| step | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+             "| step | events per batch | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for step in steps:
         figures = step.get("stage_us_per_event", {})
         phase = step.get("phase", "fixed")
         label = f"{step['target']} {step['rate']:,.0f}/s" + ("" if phase == "fixed" else f" ({phase})")
-        lines.append(f"| {label} | " + " | ".join(
+        lines.append(f"| {label} | {step.get('mean_batch_events', '')} | " + " | ".join(
             str(figures.get(name, "")) for name in names) + " |")
+    lines += ["", "Events per batch: the mean micro-batch (the events waiting when the worker took the "
+              "next batch; 1 while it keeps up event by event)."]
     return lines
 
 

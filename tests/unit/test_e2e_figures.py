@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamrec.load.e2e import _freshness, _rss_trend, _Tally, _windows
+from streamrec.load.e2e import _batch_size, _freshness, _rss_trend, _Tally, _windows
 
 
 def samples(rss_at) -> list[dict[str, float]]:
@@ -44,6 +44,13 @@ def test_freshness_is_read_from_the_histogram_buckets_added_during_the_step() ->
     assert figures == {"item_updates_indexed": 100, "freshness_p50_ms_at_most": 10.0,
                        "freshness_p99_ms_at_most": 50.0}
     assert _freshness(buckets(5, 5, 5), buckets(5, 5, 5)) == {}  # nothing indexed (the relay)
+
+
+def test_the_mean_batch_is_read_from_the_histogram_added_during_the_step() -> None:
+    before = {"streamrec_batch_events_count": 10.0, "streamrec_batch_events_sum": 10.0}
+    after = {"streamrec_batch_events_count": 110.0, "streamrec_batch_events_sum": 410.0}  # 100 batches, 400 events
+    assert _batch_size(before, after) == {"mean_batch_events": 4.0}
+    assert _batch_size(before, before) == {}  # no batch (the relay)
 
 
 def test_the_report_compares_streamrec_with_and_without_the_trainer_at_each_rate() -> None:
