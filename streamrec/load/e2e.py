@@ -138,12 +138,18 @@ def _cpu_percent(processes: list[psutil.Process]) -> float:
     return round(total, 1)
 
 
+MEMORY_EVERY_SAMPLES = 10
+"""The workers' memory parts (``streamrec_memory_bytes``) are read every this many samples."""
+
+
 class _Sampler:
     """CPU and RSS of the step's worker processes, once a second, and the CPU of the broker
     (when embedded) and of this benchmark process, which share the machine."""
 
-    def __init__(self, pids: list[int], broker_pid: int | None) -> None:
+    def __init__(self, pids: list[int], broker_pid: int | None,
+                 memory: Callable[[], dict[str, float]] = dict) -> None:
         self.workers = [psutil.Process(pid) for pid in pids]
+        self.memory = memory
         self.others = {"broker": [psutil.Process(broker_pid)] if broker_pid else [], "bench": [psutil.Process()]}
         self.samples: list[dict[str, float]] = []
         self._stop = threading.Event()
@@ -178,10 +184,14 @@ class _Sampler:
                 with contextlib.suppress(psutil.Error):
                     rss += process.memory_info().rss / 2**20
             sent, received = self.counts()
-            self.samples.append({"t_s": round(time.monotonic() - self.started, 1), "cpu_percent": _cpu_percent(self.workers),
-                                 "broker_cpu_percent": _cpu_percent(self.others["broker"]),
-                                 "bench_cpu_percent": _cpu_percent(self.others["bench"]),
-                                 "rss_mb": round(rss, 1), "lag": sent - received})
+            sample = {"t_s": round(time.monotonic() - self.started, 1), "cpu_percent": _cpu_percent(self.workers),
+                      "broker_cpu_percent": _cpu_percent(self.others["broker"]),
+                      "bench_cpu_percent": _cpu_percent(self.others["bench"]),
+                      "rss_mb": round(rss, 1), "lag": sent - received}
+            if len(self.samples) % MEMORY_EVERY_SAMPLES == 0:
+                with contextlib.suppress(OSError, ValueError):  # a worker busy or gone: next time
+                    sample["memory_mb"] = self.memory()
+            self.samples.append(sample)
 
 
 def _wait_until_answering(settings: Settings, names: TopicNames, timeout_s: float) -> float:
@@ -269,7 +279,8 @@ def run_step(base: Settings, config: E2EConfig, target: str, rate: float, run: s
             waited = _wait_for_snapshot(workers, SNAPSHOT_WAIT_S)
             say(f"    {target}: every worker serves a sequence-model snapshot ({waited:.1f} s more)")
         before = _worker_samples(workers)
-        result = _measure(settings, names, config, run, rate, pids, broker_pid, dead_letters=target != "relay")
+        result = _measure(settings, names, config, run, rate, pids, broker_pid, dead_letters=target != "relay",
+                          memory=lambda: _memory_mb(_worker_samples(workers)))
         after = _worker_samples(workers)
         result["stage_us_per_event"] = _per_event(_stages(before), _stages(after), result)
         result.update(_freshness(before, after))
@@ -284,6 +295,13 @@ def _worker_samples(workers: list[Settings]) -> dict[str, float]:
         for name, value in read_metrics(worker).items():
             totals[name] = totals.get(name, 0.0) + value
     return totals
+
+
+def _memory_mb(samples: dict[str, float]) -> dict[str, float]:
+    """MB per part of the workers' memory (``streamrec_memory_bytes``; none for the relay)."""
+    prefix = 'streamrec_memory_bytes{part="'
+    return {name[len(prefix):].split('"')[0]: round(value / 2**20, 1)
+            for name, value in samples.items() if name.startswith(prefix)}
 
 
 def _stages(samples: dict[str, float]) -> dict[str, float]:
@@ -323,7 +341,8 @@ def _per_event(before: dict[str, float], after: dict[str, float], result: dict[s
 
 
 def _measure(settings: Settings, names: TopicNames, config: E2EConfig, run: str, rate: float,
-             pids: list[int], broker_pid: int | None, dead_letters: bool) -> dict[str, Any]:
+             pids: list[int], broker_pid: int | None, dead_letters: bool,
+             memory: Callable[[], dict[str, float]] = dict) -> dict[str, Any]:
     """Produce at ``rate`` and match outputs until every valid event is answered (and, with
     ``dead_letters``, every invalid one dead-lettered) or the drain time is up."""
     tally = _Tally(prefix=f"{run}-m-")
@@ -334,7 +353,7 @@ def _measure(settings: Settings, names: TopicNames, config: E2EConfig, run: str,
     producer = threading.Thread(target=lambda: report_box.append(produce(settings, names.events, events, rate)),
                                 daemon=True)
     valid = count - count // config.invalid_every if config.invalid_every else count
-    with _Sampler(pids, broker_pid) as sampler:
+    with _Sampler(pids, broker_pid, memory) as sampler:
         sampler.counts = lambda: (len(tally.sent_ts), len(tally.received))
         started = tally.started = time.monotonic()
         producer.start()
@@ -399,8 +418,10 @@ def _rss_trend(samples: list[dict[str, float]]) -> dict[str, float]:
     t = np.array([s["t_s"] for s in after]) / 60
     rss = np.array([s["rss_mb"] for s in after])
     slope = float(np.polyfit(t, rss, 1)[0]) if np.ptp(t) > 0 else 0.0
+    parts = [s["memory_mb"] for s in after if s.get("memory_mb")]
+    memory = {"memory_mb_after_warmup": parts[0], "memory_mb_end": parts[-1]} if parts else {}
     return {"rss_mb_after_warmup": after[0]["rss_mb"], "rss_mb_end": samples[-1]["rss_mb"],
-            "rss_slope_mb_per_min": round(slope, 2)}
+            "rss_slope_mb_per_min": round(slope, 2), **memory}
 
 
 def sustained(step: dict[str, Any]) -> bool:

@@ -120,7 +120,21 @@ def _soak_lines(steps: list[dict[str, Any]], window_s: float) -> list[str]:
                      f"| {windows[0]['p99_ms']} / {windows[-1]['p99_ms']} "
                      f"| {step.get('rss_mb_after_warmup', '')} → {step.get('rss_mb_end', '')} "
                      f"| {step.get('rss_slope_mb_per_min', '')} |")
-    return [*lines, "", "![soak](soak.png)"]
+    return [*lines, *_memory_lines(steps), "", "![soak](soak.png)"]
+
+
+def _memory_lines(steps: list[dict[str, Any]]) -> list[str]:
+    """Where the worker's memory went between the end of warm-up and the end of the soak."""
+    lines = []
+    for step in steps:
+        start, end = step.get("memory_mb_after_warmup", {}), step.get("memory_mb_end", {})
+        if end:
+            lines += ["", f"Parts of {step['target']}'s memory after warm-up → end (MB; `streamrec_memory_bytes`: "
+                      "RocksDB's own figures, and the C heap's bytes in use and held free, which RocksDB, "
+                      "FAISS and numpy share; Python objects live outside it):", "",
+                      "| " + " | ".join(end) + " |", "|" + "---|" * len(end),
+                      "| " + " | ".join(f"{start.get(part, '')} → {value}" for part, value in end.items()) + " |"]
+    return lines
 
 
 def _markdown(result: dict[str, Any]) -> str:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
 #: Buckets for per-message processing time, in seconds (100 µs to 1 s).
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -97,6 +99,10 @@ class WorkerMetrics:
             "CPU goes to Faust, the Kafka clients and the event loop.", ["stage"], registry=self.registry)
         self._stages = {stage: self.stage_seconds.labels(stage) for stage in STAGES}
 
+    def watch_memory(self, parts: Callable[[], dict[str, int]]) -> None:
+        """Report ``parts()`` as ``streamrec_memory_bytes{part=...}``, read once per scrape."""
+        self.registry.register(_MemoryCollector(parts))
+
     def stopwatch(self) -> Stopwatch:
         """A stopwatch whose laps add to ``streamrec_stage_seconds_total``."""
         return Stopwatch(self._stages)
@@ -104,3 +110,17 @@ class WorkerMetrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class _MemoryCollector:
+    """``streamrec_memory_bytes``: one figure per part of the worker's memory (see ``memory.py``)."""
+
+    def __init__(self, parts: Callable[[], dict[str, int]]) -> None:
+        self._parts = parts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("streamrec_memory_bytes", "Bytes held by each part of the worker's "
+                                   "memory that has a bound or a leak to watch (RocksDB, C heap).", labels=["part"])
+        for part, value in self._parts().items():
+            family.add_metric([part], value)
+        yield family

@@ -41,6 +41,7 @@ from streamrec.models.items import ItemDelta, OwnedItem
 from streamrec.models.online_recommender import MODEL_VERSION, embedding_scores, learn, recommend
 from streamrec.models.user_state import UserState
 from streamrec.models.weights import event_weight
+from streamrec.streams.memory import memory_parts
 from streamrec.streams.metrics import WorkerMetrics
 from streamrec.streams import snapshot
 from streamrec.streams.records import (
@@ -161,6 +162,7 @@ class Pipeline:
         self.metrics.index_items.set_function(lambda: len(self.index))
         self.metrics.index_delta_items.set_function(lambda: self.index.delta_items)
         self.metrics.index_rebuilding.set_function(lambda: self.index.rebuilding)
+        self.metrics.watch_memory(lambda: memory_parts((self.users, self.items)))
 
     def apply_item_info(self, key: bytes | None, value: bytes | None, timestamp_ms: int | None = None) -> None:
         """Update this worker's view of one item from ``streamrec.items``: availability, categories."""

@@ -22,6 +22,15 @@ def test_rss_that_keeps_growing_has_its_slope_in_mb_per_minute() -> None:
     assert trend["rss_slope_mb_per_min"] == pytest.approx(6.0)
 
 
+def test_the_memory_parts_are_those_read_first_after_the_warm_up_and_last() -> None:
+    timeline = samples(lambda t: 200.0)
+    for sample in timeline[::10]:
+        sample["memory_mb"] = {"rocksdb_memtables": sample["t_s"] / 10}
+    trend = _rss_trend(timeline)
+    assert trend["memory_mb_after_warmup"] == {"rocksdb_memtables": 20.0}  # read at 200 s, a third of 600 s
+    assert trend["memory_mb_end"] == {"rocksdb_memtables": 60.0}
+
+
 def test_too_few_samples_give_no_trend() -> None:
     assert _rss_trend([{"t_s": 1.0, "rss_mb": 100.0}]) == {}
 

@@ -1,0 +1,69 @@
+"""Where a worker's memory goes: RocksDB's memtables, caches and table readers, and the C heap.
+
+RSS alone cannot tell a cache filling up to its bound from state that grows without one;
+these figures (``streamrec_memory_bytes``) can, and the soak benchmark reports them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from collections.abc import Callable, Iterable
+from typing import Any
+
+#: RocksDB properties summed over every open table partition, by the name reported.
+ROCKSDB_PROPERTIES = {
+    "rocksdb_memtables": "rocksdb.cur-size-all-mem-tables",
+    "rocksdb_block_cache": "rocksdb.block-cache-usage",
+    "rocksdb_table_readers": "rocksdb.estimate-table-readers-mem",
+}
+
+
+def rocksdb_memory(tables: Iterable[Any]) -> dict[str, int]:
+    """Bytes of each of :data:`ROCKSDB_PROPERTIES`, summed over the tables' open partitions.
+
+    Tables on another store (``memory://`` in unit tests) count nothing.
+    """
+    totals = dict.fromkeys(ROCKSDB_PROPERTIES, 0)
+    for table in tables:
+        databases = getattr(table.data, "_dbs", {})  # Faust's RocksDB store: one DB per partition
+        for db in list(databases.values()):
+            for name, prop in ROCKSDB_PROPERTIES.items():
+                totals[name] += db.property_int_value(prop) or 0
+    return totals
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+        "uordblks", "fordblks", "keepcost")]
+
+
+def _mallinfo2() -> Callable[[], _Mallinfo2] | None:
+    path = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(path) if path else None
+    function = getattr(libc, "mallinfo2", None)  # glibc 2.33 and newer
+    if function is None:
+        return None
+    function.restype = _Mallinfo2
+    return function
+
+
+_MALLINFO2 = _mallinfo2()
+
+
+def malloc_heap() -> dict[str, int]:
+    """Bytes the C allocator has handed out (``malloc_in_use``) and holds free (``malloc_free``).
+
+    Python objects, RocksDB, FAISS and numpy all allocate here, so a growing ``malloc_free``
+    is fragmentation, not state. Empty where glibc's ``mallinfo2`` is missing (musl, macOS).
+    """
+    if _MALLINFO2 is None:
+        return {}
+    info = _MALLINFO2()
+    return {"malloc_in_use": info.uordblks + info.hblkhd, "malloc_free": info.fordblks}
+
+
+def memory_parts(tables: Iterable[Any]) -> dict[str, int]:
+    """Every figure of this module, by name: RocksDB's parts, then the C heap's."""
+    return {**rocksdb_memory(tables), **malloc_heap()}
