@@ -103,7 +103,9 @@ class WorkerSettings(_Section):
     rocksdb_write_buffer_mb: int = Field(4, ge=1, le=4096)
     rocksdb_block_cache_mb: int = Field(8, ge=1, le=65536)
     max_batch_events: int = Field(500, ge=1, le=100_000)
-    """Most events processed as one micro-batch (only events already waiting are batched)."""
+    """Most events processed as one micro-batch."""
+    max_batch_wait_ms: float = Field(5.0, ge=0, le=1000)
+    """How long a batch may wait for events the broker already holds (0: only those already waiting)."""
 
     def rocksdb_options(self) -> dict[str, int]:
         """Faust's RocksDB store options: bounded memtables and block cache per table partition."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import cached_property
 from typing import TypeVar
@@ -127,32 +128,68 @@ def create_app(settings: Settings, store: str = "rocksdb://") -> StreamrecApp:
     return app
 
 
-async def micro_batches(stream: StreamT, max_events: int) -> AsyncIterator[list[EventT]]:
-    """The stream's events in batches of those already waiting (at most ``max_events``).
+async def micro_batches(stream: StreamT, max_events: int, max_wait_s: float,
+                        more_coming: Callable[[EventT], bool]) -> AsyncIterator[list[EventT]]:
+    """The stream's events in batches of at most ``max_events``, in order.
 
-    A batch never waits for more events: one event alone is a batch of one, so batching
-    adds no latency, and batches grow only when events arrive faster than they are
-    processed. Each event is acked after its whole batch is processed, so its offset is
-    committed only then (at-least-once, as for one event at a time).
+    A batch ends when no event is waiting, unless ``more_coming(last event)`` says the
+    broker already holds more (the worker is behind): then it waits for them, until
+    ``max_wait_s`` after the batch's first event. Faust hands the consumer's records to
+    the stream one per event-loop turn, so without that wait a busy worker would still
+    see one event at a time. A worker that keeps up never waits: one event alone is a
+    batch of one. Each event is acked after its whole batch is processed, so its offset
+    is committed only then (at-least-once, as for one event at a time).
     """
     stream.enable_acks = False  # acked below, after processing
     queue = getattr(stream.channel, "queue", None)
+    events = aiter(stream.events())
     batch: list[EventT] = []
-    async for event in stream.events():
-        batch.append(event)
-        if len(batch) >= max_events or queue is None or queue.empty():
+    upcoming: asyncio.Future[EventT] | None = None  # the next event, when a batch waited for it
+    deadline = 0.0
+    try:
+        while True:
+            batch.append(await (upcoming if upcoming is not None else anext(events)))
+            upcoming = None
+            if len(batch) == 1:
+                deadline = time.monotonic() + max_wait_s
+            if len(batch) < max_events:
+                if queue is not None and not queue.empty():
+                    continue  # already waiting: take it now
+                left = deadline - time.monotonic()
+                if left > 0 and more_coming(batch[-1]):
+                    upcoming = asyncio.ensure_future(anext(events))
+                    await asyncio.wait([upcoming], timeout=left)
+                    if upcoming.done():
+                        continue  # it arrived in time: it joins this batch
             try:
                 yield batch
             finally:
                 for done in batch:
                     await stream.ack(done)
                 batch = []
+            # a next event still on its way starts the next batch
+    except StopAsyncIteration:
+        return
+    finally:
+        if upcoming is not None:
+            upcoming.cancel()
+
+
+def behind(app: faust.App, event: EventT) -> bool:
+    """Whether the broker held more records of the event's partition when it was fetched."""
+    tp = event.message.tp
+    try:
+        return app.consumer.highwater(tp) > event.message.offset + 1
+    except Exception:  # noqa: BLE001 - no consumer, or the partition is no longer assigned
+        return False
 
 
 def _register_processors(app: StreamrecApp, pipeline: Pipeline) -> None:
     @app.agent(pipeline.events, name="streamrec.events")
     async def process_events(stream: StreamT) -> None:
-        async for batch in micro_batches(stream, pipeline.settings.worker.max_batch_events):
+        worker = pipeline.settings.worker
+        async for batch in micro_batches(stream, worker.max_batch_events, worker.max_batch_wait_ms / 1000,
+                                         lambda event: behind(app, event)):
             await pipeline.guarded_batch(pipeline.on_events, batch)
 
     @app.agent(pipeline.requests, name="streamrec.requests")
