@@ -114,6 +114,7 @@ class Pipeline:
                                                  sequence_weight=settings.sequence.weight)
         # A/B test: arm b's configuration, for a stable share of users (None: no test running).
         self.config_b = settings.ab.arm_b(self.config) if settings.ab.share > 0 else None
+        self.fuses_sequence = any(config.fusion.sequence > 0 for config in (self.config, self.config_b) if config)
         self.catalog = self.config.new_catalog()  # this worker's replica of every item
         self.data_dir = Path(settings.worker.data_dir)
         # The replica's vectors, for candidate search; restore_snapshot() swaps in the last snapshot.
@@ -302,13 +303,15 @@ class Pipeline:
             # What this event's list answers: the state now (a later event of the batch changes it).
             applied.append((event, record, event_ts, UserState(list(state.seen), [], state.n_events, state.vector, state.shown)))
             watch.lap("learn")
-        scores = embedding_scores([answered for *_, answered in applied], self.catalog, self.config, self.index)
+        answering = [answered for *_, answered in applied]
+        scored = zip(embedding_scores(answering, self.catalog, self.config, self.index),
+                     self.sequence_scores(answering), strict=True)
         recommendations: list[Recommendation] = []
         shown_now: dict[bytes, list[str]] = {}  # lists pushed in this batch, by user (A/B scoring)
-        for (event, record, event_ts, answered), mf_scores in zip(applied, scores, strict=True):
+        for (event, record, event_ts, answered), batch in zip(applied, scored, strict=True):
             recommendation = self.recommend(record.user_id, self.settings.model.k, trigger="event",
                                             state=answered, event_ts=event_ts, event_id=record.event_id,
-                                            mf_scores=mf_scores)
+                                            batch=batch)
             if recommendation.arm is not None:
                 self.score_arm(recommendation.arm, shown_now.get(event.key, answered.shown), record.item_id)
                 shown_now[event.key] = states[event.key][0].shown = [item.item_id for item in recommendation.items]
@@ -364,11 +367,13 @@ class Pipeline:
 
     def recommend(self, user_id: str, k: int, trigger: str, exclude: tuple[str, ...] = (),
                   state: UserState | None = None, categories: list[str] | None = None,
-                  mf_scores: np.ndarray | None = None, **fields: Any) -> Recommendation:
+                  batch: tuple[np.ndarray | None, np.ndarray | None] | None = None,
+                  **fields: Any) -> Recommendation:
         """The user's top-K now, from local state (call it on the user's partition owner).
 
         ``state`` saves a table read when the caller already holds the user's state, and
-        ``mf_scores`` the embedding scoring when the caller scored a batch (``embedding_scores``).
+        ``batch`` the scoring when the caller scored a micro-batch: the user's embedding
+        and sequence-model scores (``embedding_scores``, :meth:`sequence_scores`).
         Unavailable items never appear; ``categories`` keeps items in any of them.
         """
         if state is None:
@@ -383,9 +388,10 @@ class Pipeline:
         if self.config_b is not None:
             group = arm(user_id, self.settings.ab.share, self.settings.ab.salt)
             config = self.config_b if group == "b" else self.config
-        sequence, scores = self.sequence, None
-        if sequence is not None and config.fusion.sequence > 0 and state.seen:
-            scores = sequence.scores(state.seen[-sequence.max_len:], self.catalog)
+        mf_scores, scores = batch if batch is not None else (None, self.sequence_scores([state])[0])
+        sequence = self.sequence
+        if config.fusion.sequence <= 0:  # this arm fuses no sequence model
+            scores = None
         ranked = recommend(state, self.catalog, k, config, exclude, self.index, only, scores, mf_scores)
         return Recommendation(
             user_id=user_id,
@@ -393,6 +399,19 @@ class Pipeline:
             trigger=trigger, model_version=MODEL_VERSION if scores is None else f"{MODEL_VERSION}+{sequence.version}",
             source="trending" if state.vector is None else "online", emitted_ts=now_ms(), arm=group, **fields,
         )
+
+    def sequence_scores(self, states: Sequence[UserState]) -> list[np.ndarray | None]:
+        """The served sequence model's scores for each user, all in one pass (``None``: no
+        snapshot served, no arm fuses one, or a user without history)."""
+        sequence = self.sequence
+        wanted = [n for n, state in enumerate(states) if state.seen]
+        scores: list[np.ndarray | None] = [None] * len(states)
+        if sequence is None or not wanted or not self.fuses_sequence:
+            return scores
+        recents = [states[n].seen[-sequence.max_len:] for n in wanted]
+        for n, user in zip(wanted, sequence.scores_many(recents, self.catalog), strict=True):
+            scores[n] = user
+        return scores
 
     async def emit(self, recommendation: Recommendation) -> None:
         """Publish a recommendation keyed by its user."""

@@ -128,6 +128,10 @@ def test_scores_come_by_catalogue_row_and_unknown_items_add_nothing() -> None:
     assert scores[2] == pytest.approx(by_item[query.index["i2"]])
     assert scores[0] == pytest.approx(by_item.min())
     assert query.scores(["never-seen"], catalog) is None
+    many = query.scores_many([["i1", "i10"], ["never-seen"], ["i3", "i4", "i5"]], catalog)  # one batch
+    np.testing.assert_allclose(many[0], scores, rtol=1e-5)
+    assert many[1] is None
+    np.testing.assert_allclose(many[2], query.scores(["i3", "i4", "i5"], catalog), rtol=1e-5)
 
 
 def test_train_command_writes_a_checkpoint_that_loads(tmp_path: Path) -> None:
@@ -150,10 +154,13 @@ def test_numpy_queries_equal_the_torch_model_and_padding_changes_nothing(heads: 
         torch.nn.init.normal_(parameter, std=0.3)
     model.eval()
     encoder = NumpyEncoder(model)
-    for items in ([4], [3, 9, 27], [1, 2, 3, 4, 5, 6, 7, 8]):
+    sequences = ([4], [3, 9, 27], [1, 2, 3, 4, 5, 6, 7, 8])
+    together = encoder.queries(list(sequences))  # padded to the longest: the same vectors
+    for row, items in enumerate(sequences):
         padded = torch.tensor([[0] * (config.max_len - len(items)) + items])
         trimmed = torch.tensor([items])
         with torch.no_grad():
             expected = model.query(padded)[0].numpy()
             np.testing.assert_allclose(model.query(trimmed)[0].numpy(), expected, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(encoder.query(items), expected, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(together[row], expected, rtol=1e-4, atol=1e-4)

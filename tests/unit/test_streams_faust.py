@@ -10,9 +10,11 @@ import pytest
 
 from streamrec.eval.synthetic import invalid_events
 from streamrec.models.online_recommender import MODEL_VERSION
+from streamrec.models.sequence_query import SequenceQuery
 from streamrec.streams.app import StreamrecApp
 from streamrec.streams.records import DeadLetter
 from streamrec.streams.topics import key_partition
+from tests.unit.test_sequence import SMALL, rule_trained
 from tests.unit.faust_harness import (
     PREFIX,
     T0_MS,
@@ -226,14 +228,17 @@ def test_every_stage_of_an_applied_event_is_timed(app: StreamrecApp, outputs) ->
 # -- micro-batches ----------------------------------------------------------------------
 
 
-def _batch_run(tmp_path, monkeypatch, together: bool) -> tuple[list[dict], dict, list[tuple[int, bytes]], float]:
-    """Feed one stream of events (users on both partitions, some twice) one by one or all at once.
+def _batch_run(tmp_path, monkeypatch, together: bool,
+               sequence: SequenceQuery | None = None) -> tuple[list[dict], dict, list[tuple[int, bytes]], float]:
+    """Feed one stream of events (users on both partitions, some twice) one by one or all at once,
+    fusing ``sequence`` when given.
 
     Returns the lists pushed (without their emission time), the users table, the
     changelog records written as ``(partition, key)``, and the largest batch seen.
     """
     app = make_app(tmp_path / ("together" if together else "apart"))
     pipeline = app.pipeline
+    pipeline.sequence = sequence
     for item_id, score in {f"i{n}": 10.0 - n for n in range(1, 9)}.items():
         pipeline.catalog.set(item_id, score, T0_MS)
     pushed = outbox(monkeypatch, pipeline.recommendations)
@@ -267,9 +272,12 @@ def _batch_run(tmp_path, monkeypatch, together: bool) -> tuple[list[dict], dict,
     return lists, table, changelog, max(sizes)
 
 
-def test_a_micro_batch_pushes_the_lists_of_one_event_at_a_time(tmp_path, monkeypatch) -> None:
-    apart, apart_table, apart_log, apart_batch = _batch_run(tmp_path, monkeypatch, together=False)
-    together, together_table, together_log, together_batch = _batch_run(tmp_path, monkeypatch, together=True)
+@pytest.mark.parametrize("served", [False, True], ids=["online model", "with a sequence model"])
+def test_a_micro_batch_pushes_the_lists_of_one_event_at_a_time(tmp_path, monkeypatch, served: bool) -> None:
+    sequence = SequenceQuery(rule_trained(SMALL, steps=3).snapshot("seq-v1", 0)) if served else None
+    apart, apart_table, apart_log, apart_batch = _batch_run(tmp_path, monkeypatch, False, sequence)
+    together, together_table, together_log, together_batch = _batch_run(tmp_path, monkeypatch, True, sequence)
+    assert all(pushed["model_version"].endswith("+seq-v1") == served for pushed in apart + together)
     assert apart_batch == 1 and together_batch > 1, "the events put together must be taken as one batch"
     assert len(together) == len(apart) == 8
     for one, batched in zip(apart, together, strict=True):
