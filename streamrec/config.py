@@ -102,6 +102,8 @@ class WorkerSettings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
     rocksdb_write_buffer_mb: int = Field(4, ge=1, le=4096)
     rocksdb_block_cache_mb: int = Field(8, ge=1, le=65536)
+    heap_trim_interval_s: float = Field(60.0, ge=0, le=86_400)
+    """How often the worker gives the C heap's free pages back to the OS (0: never)."""
     max_batch_events: int = Field(500, ge=1, le=100_000)
     """Most events processed as one micro-batch."""
     max_batch_wait_ms: float = Field(5.0, ge=0, le=1000)

@@ -131,7 +131,7 @@ def _memory_lines(steps: list[dict[str, Any]]) -> list[str]:
         if end:
             lines += ["", f"Parts of {step['target']}'s memory after warm-up → end (MB; `streamrec_memory_bytes`: "
                       "RocksDB's own figures, and the C heap's bytes in use and held free, which RocksDB, "
-                      "FAISS and numpy share; Python objects live outside it):", "",
+                      "FAISS, numpy and Python objects over 512 bytes share; smaller Python objects live outside it):", "",
                       "| " + " | ".join(end) + " |", "|" + "---|" * len(end),
                       "| " + " | ".join(f"{start.get(part, '')} → {value}" for part, value in end.items()) + " |"]
     return lines

@@ -14,6 +14,7 @@ from faust.types import EventT, ProducerT, StreamT
 from mode.utils.futures import StampedeWrapper
 
 from streamrec.config import Settings
+from streamrec.streams.memory import release_free_heap
 from streamrec.streams.pipeline import Pipeline
 from streamrec.streams.replica import RARELY_WRITTEN_FETCH_WAIT_MS, replicate_topic
 from streamrec.streams.topics import ssl_context
@@ -210,6 +211,11 @@ def _register_processors(app: StreamrecApp, pipeline: Pipeline) -> None:
     @app.timer(pipeline.settings.model.item_publish_interval_ms / 1000.0)
     async def publish_coalesced() -> None:
         await pipeline.publish_coalesced()
+
+    if pipeline.settings.worker.heap_trim_interval_s > 0:
+        @app.timer(pipeline.settings.worker.heap_trim_interval_s)
+        async def trim_heap() -> None:
+            await asyncio.to_thread(release_free_heap)
 
     if pipeline.settings.index.snapshot_interval_s > 0:
         @app.timer(pipeline.settings.index.snapshot_interval_s)

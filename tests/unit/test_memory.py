@@ -5,11 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import ctypes
+import ctypes.util
+
 import numpy as np
+import psutil
 import pytest
 import rocksdict
 
-from streamrec.streams.memory import malloc_heap, memory_parts, rocksdb_memory
+from streamrec.streams.memory import malloc_heap, memory_parts, release_free_heap, rocksdb_memory
 from streamrec.streams.metrics import WorkerMetrics
 
 
@@ -49,3 +53,22 @@ def test_the_metrics_endpoint_reports_every_part() -> None:
     text = metrics.render().decode()
     for part in memory_parts([]):
         assert f'streamrec_memory_bytes{{part="{part}"}}' in text
+
+
+def test_trimming_gives_the_free_holes_inside_the_heap_back() -> None:
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    if not malloc_heap() or not hasattr(libc, "malloc_trim"):
+        pytest.skip("no glibc here")
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    # 60 MB in blocks below the mmap threshold, all touched; then all freed but the last,
+    # which pins the top of the heap so free() cannot shrink it by itself.
+    blocks = [libc.malloc(100_000) for _ in range(600)]
+    for block in blocks:
+        ctypes.memset(block, 1, 100_000)
+    for block in blocks[:-1]:
+        libc.free(block)
+    before = psutil.Process().memory_info().rss
+    assert release_free_heap()
+    assert before - psutil.Process().memory_info().rss > 30 * 2**20
+    libc.free(blocks[-1])
