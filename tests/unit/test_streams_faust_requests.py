@@ -115,17 +115,22 @@ def test_answerable_invalid_request_gets_an_error_answer_and_a_dead_letter(app: 
 # -- errors -------------------------------------------------------------------------
 
 
-def test_a_processor_bug_dead_letters_the_message_and_the_agent_keeps_going(
-        app: StreamrecApp, outputs, monkeypatch: pytest.MonkeyPatch) -> None:
-    pipeline = app.pipeline
-    real_recommend = pipeline.recommend
+@pytest.fixture
+def broken_for_u1(app: StreamrecApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in the pipeline that strikes user u1's events only."""
+    real_recommend = app.pipeline.recommend
 
-    def broken_for_u1(user_id: str, *args, **kwargs):
+    def recommend(user_id: str, *args, **kwargs):
         if user_id == "u1":
             raise ZeroDivisionError("simulated bug")
         return real_recommend(user_id, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "recommend", broken_for_u1)
+    monkeypatch.setattr(app.pipeline, "recommend", recommend)
+
+
+def test_a_processor_bug_dead_letters_the_message_and_the_agent_keeps_going(
+        app: StreamrecApp, outputs, broken_for_u1) -> None:
+    pipeline = app.pipeline
 
     async def scenario(feed: Feed) -> None:
         await feed.put(event(user_id="u1", event_id="a"), key=b"u1")
@@ -141,16 +146,7 @@ def test_a_processor_bug_dead_letters_the_message_and_the_agent_keeps_going(
 
 
 def test_a_processor_bug_in_a_batch_dead_letters_that_event_alone(
-        app: StreamrecApp, outputs, monkeypatch: pytest.MonkeyPatch) -> None:
-    pipeline = app.pipeline
-    real_recommend = pipeline.recommend
-
-    def broken_for_u1(user_id: str, *args, **kwargs):
-        if user_id == "u1":
-            raise ZeroDivisionError("simulated bug")
-        return real_recommend(user_id, *args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "recommend", broken_for_u1)
+        app: StreamrecApp, outputs, broken_for_u1) -> None:
     sizes: list[int] = []
 
     async def scenario(feed: Feed) -> None:
