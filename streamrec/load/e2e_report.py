@@ -233,8 +233,8 @@ def _stage_table(steps: list[dict[str, Any]]) -> list[str]:
         label = f"{step['target']} {step['rate']:,.0f}/s" + ("" if phase == "fixed" else f" ({phase})")
         lines.append(f"| {label} | {step.get('mean_batch_events', '')} | " + " | ".join(
             str(figures.get(name, "")) for name in names) + " |")
-    lines += ["", "Events per batch: the mean micro-batch (the events waiting when the worker took the "
-              "next batch; 1 while it keeps up event by event)."]
+    lines += ["", "Events per batch: the mean micro-batch (`streamrec_batch_events`): 1 while the worker "
+              "keeps up event by event, more when it is behind and takes the events the broker already holds."]
     return lines
 
 

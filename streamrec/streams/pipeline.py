@@ -308,10 +308,10 @@ class Pipeline:
                      self.sequence_scores(answering), strict=True)
         recommendations: list[Recommendation] = []
         shown_now: dict[bytes, list[str]] = {}  # lists pushed in this batch, by user (A/B scoring)
-        for (event, record, event_ts, answered), batch in zip(applied, scored, strict=True):
+        for (event, record, event_ts, answered), scores in zip(applied, scored, strict=True):
             recommendation = self.recommend(record.user_id, self.settings.model.k, trigger="event",
                                             state=answered, event_ts=event_ts, event_id=record.event_id,
-                                            batch=batch)
+                                            batch=scores)
             if recommendation.arm is not None:
                 self.score_arm(recommendation.arm, shown_now.get(event.key, answered.shown), record.item_id)
                 shown_now[event.key] = states[event.key][0].shown = [item.item_id for item in recommendation.items]

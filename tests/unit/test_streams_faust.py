@@ -269,6 +269,9 @@ def _batch_run(tmp_path, monkeypatch, together: bool,
     run_events(app, scenario)
     lists = [{key: value for key, value in body.items() if key != "emitted_ts"} for body in pushed.values]
     table = {user: pipeline.users[user.encode()] for user in set(users)}
+    # streamrec_batch_events counts the batches taken and the events in them
+    assert counted(pipeline, "streamrec_batch_events_count") == len(sizes)
+    assert counted(pipeline, "streamrec_batch_events_sum") == sum(sizes) == len(messages)
     return lists, table, changelog, max(sizes)
 
 
