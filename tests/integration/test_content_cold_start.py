@@ -11,7 +11,7 @@ import pytest
 
 from streamrec.config import Settings
 from streamrec.load.request import request_recommendations
-from tests.harness import collect, send, topic_names, values
+from tests.harness import collect, metric, send, topic_names, values
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ def test_announced_items_go_first_to_the_fans_of_their_genre(settings: Settings,
                        "ts": 1_700_000_000_000 + n})
     send(settings, names.events, [(e["user_id"].encode(), json.dumps(e).encode()) for e in events])
     collect(settings, names.recommendations, lambda r: len(values(r, trigger="event")) >= 1_280, timeout_s=90)
-    time.sleep(1.0)  # the last item vectors reach the replica (and teach the content map)
+    wait_for_item_vectors_to_settle(settings)  # they teach the content map the new items start from
 
     send(settings, names.items, [(f"new-{genre}".encode(), json.dumps(
         {"item_id": f"new-{genre}", "categories": [genre], "title": f"new {genre} record"}).encode())
@@ -51,6 +51,21 @@ def test_announced_items_go_first_to_the_fans_of_their_genre(settings: Settings,
             if len(got) == 2:
                 seen[fan] = got
     assert len(seen) == len(fans), seen
+    seen = {fan: ranks(fan) for fan in fans}  # once more, with every fan's state settled
     matched = [seen[fan][f"new-{genre}"] < seen[fan][f"new-{'punk' if genre == 'jazz' else 'jazz'}"]
                for fan, genre in fans.items()]
     assert sum(matched) >= 14, seen  # of 16 fans: the new record of their genre comes first
+
+
+def wait_for_item_vectors_to_settle(settings: Settings, quiet_s: float = 1.5, timeout_s: float = 30.0) -> None:
+    """Wait until the worker's replica has applied no item-state record for ``quiet_s``."""
+    deadline = time.monotonic() + timeout_s
+    applied, since = -1.0, time.monotonic()
+    while time.monotonic() < deadline:
+        now = metric(settings, "streamrec_item_freshness_seconds_count")
+        if now != applied:
+            applied, since = now, time.monotonic()
+        elif applied > 0 and time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"item vectors still changing after {timeout_s} s ({applied:.0f} applied)")
