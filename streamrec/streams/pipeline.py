@@ -159,6 +159,12 @@ class Pipeline:
         # and before every offset commit), so internal traffic grows with distinct items changed,
         # not with events. Bounded by the catalogue size.
         self._pending_updates: dict[str, ItemDelta] = {}
+        # The owner's most recently updated items, decoded (oldest first; bounded by
+        # worker.owned_items_cached). Emptied on every rebalance: while another worker owns
+        # an item's partition, only the table (recovered from the changelog) is current.
+        self._owned: dict[str, OwnedItem] = {}
+        app.on_partitions_revoked.connect(self._forget_owned)
+        app.on_partitions_assigned.connect(self._forget_owned)
         self.metrics.assigned_partitions.set_function(self.owned_event_partitions)
         self.metrics.index_items.set_function(lambda: len(self.index))
         self.metrics.index_delta_items.set_function(lambda: self.index.delta_items)
@@ -530,21 +536,34 @@ class Pipeline:
         except InvalidRecord as exc:
             await self.send_dead_letter(f"internal item update is malformed: {exc.reason}", event)
             return
-        dim, items = self.config.mf.dim, self.config.items
+        items, cached = self.config.items, self.settings.worker.owned_items_cached
         for item_id, delta in deltas.items():
-            key = item_id.encode()
-            stored = self.items.get(key)
-            if stored is not None:
-                item = OwnedItem.of(decode_item_state(stored, dim)[1])
-            else:
-                item = OwnedItem()
-                if item_id in self.item_features:  # a new item starts from its content
-                    item.vector = self.content.vector(self.item_features[item_id])
+            # Out of the cache while it changes: if storing fails, the cache never holds an
+            # update the table lacks (the retry re-reads the table).
+            item = self._owned.pop(item_id, None) or self._stored_item(item_id)
             item.apply(item_id, delta, items)
             # Stored and published in one: the changelog record goes to this record's partition,
             # the item's (see publish_coalesced), where every replica reads it.
-            self.items[key] = encode_item_state(item_id, item.published(items))
+            self.items[item_id.encode()] = encode_item_state(item_id, item.published(items))
+            if cached:
+                self._owned[item_id] = item  # the most recently updated last
+                if len(self._owned) > cached:
+                    del self._owned[next(iter(self._owned))]
         watch.lap("item_owner")
+
+    def _stored_item(self, item_id: str) -> OwnedItem:
+        """An owned item as the items table holds it; a new one starts from its content, if announced."""
+        stored = self.items.get(item_id.encode())
+        if stored is not None:
+            return OwnedItem.of(decode_item_state(stored, self.config.mf.dim)[1])
+        item = OwnedItem()
+        if item_id in self.item_features:
+            item.vector = self.content.vector(self.item_features[item_id])
+        return item
+
+    def _forget_owned(self, *args: Any, **kwargs: Any) -> None:
+        """Drop the decoded owned items (on a rebalance: ownership may move)."""
+        self._owned.clear()
 
     async def publish_coalesced(self) -> None:
         """Send the merged item deltas to their owners.

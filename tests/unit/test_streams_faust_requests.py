@@ -204,6 +204,34 @@ def test_item_updates_accumulate_decayed_popularity_and_publish_each(app: Stream
     assert outputs["item_state"].values[-1] == owned
 
 
+def test_the_owner_rereads_its_items_from_the_table_after_a_rebalance(app: StreamrecApp, outputs) -> None:
+    # The owner keeps its items decoded between updates; while another worker owned the
+    # partition, only the table (recovered from the changelog) saw that worker's updates.
+    pipeline = app.pipeline
+    dim = pipeline.config.mf.dim
+
+    def popularity() -> float:
+        raw = pipeline.items.get(b"i9")
+        return json.loads(raw)["popularity"] if raw is not None else 0.0
+
+    async def update(feed: Feed, expected: float) -> None:
+        delta = {"weight": 1.0, "ts_ms": T0_MS, "vector": [0.0] * dim, "neighbours": {}}
+        await feed.agent.put(json.dumps({"items": {"i9": delta}}).encode())
+        await until(lambda: popularity() == pytest.approx(expected))
+
+    async def scenario(feed: Feed) -> None:
+        await update(feed, 1.0)
+        await update(feed, 2.0)  # from the decoded item
+        written_elsewhere = {**json.loads(pipeline.items.get(b"i9")), "popularity": 10.0}
+        pipeline.items.data[b"i9"] = json.dumps(written_elsewhere).encode()  # as changelog recovery writes
+        await app.on_partitions_revoked.send(set())
+        await app.on_partitions_assigned.send(set())
+        await update(feed, 11.0)  # from the table, not the stale decoded 2.0
+
+    run_agent(app, "streamrec.items", scenario)
+    assert outputs["dead_letter"].messages == []
+
+
 def test_malformed_item_update_goes_to_the_dead_letter_topic(app: StreamrecApp, outputs) -> None:
     async def scenario(feed: Feed) -> None:
         await feed.agent.put(b'{"weight": 1}', key=b"i9")
