@@ -347,7 +347,7 @@ def evaluate(
 @app.command()
 def train(
     data: Annotated[str, typer.Argument(help="A recorded log, in any format `streamrec evaluate` reads.")],
-    out: Annotated[Path, typer.Option(help="Directory for the checkpoint (sequence-<version>.pt).")] = Path("models"),
+    out: Annotated[Path, typer.Option(help="Directory for the checkpoint (sequence-<version>.npz).")] = Path("models"),
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps (batches of sequence.batch_size users).")] = 2_000,
     version: Annotated[str | None, typer.Option(help="Checkpoint version (default: train-<UTC time>).")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Train on the first n events only.")] = None,

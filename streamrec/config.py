@@ -37,7 +37,7 @@ from streamrec.errors import ConfigError
 if TYPE_CHECKING:  # imported where used: loading settings must not compile the model's kernels
     from streamrec.index.live_index import IndexConfig
     from streamrec.models.online_recommender import RecommenderConfig
-    from streamrec.models.sequence import SequenceConfig
+    from streamrec.models.sequence_snapshot import SequenceConfig
     from streamrec.models.sequence_recommender import TrainerSchedule
 
 #: Where ``load_settings`` looks when no file is named (relative to the working directory).
@@ -217,7 +217,7 @@ class SequenceSettings(_Section):
 
     def config(self) -> SequenceConfig:
         """The pure model's configuration."""
-        from streamrec.models.sequence import SequenceConfig
+        from streamrec.models.sequence_snapshot import SequenceConfig
 
         return SequenceConfig(max_len=self.max_len, dim=self.dim, blocks=self.blocks, heads=self.heads,
                               dropout=self.dropout, negatives=self.negatives, batch_size=self.batch_size,

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from streamrec.index.live_index import IndexConfig, LiveIndex
 from streamrec.models.baselines import DecayedPopularity, MostPopular, OnlineModel
 from streamrec.models.online_recommender import FusionWeights, InProcessRecommender, RecommenderConfig
-from streamrec.models.sequence import SequenceConfig
 from streamrec.models.sequence_recommender import SequenceRecommender, TrainerSchedule
+from streamrec.models.sequence_snapshot import SequenceConfig
 
 _ONLY_COVISIT = FusionWeights(mf=0.0, covisit=1.0, trending=0.0, cold_start=0.0)
 _ONLY_EMBEDDINGS = FusionWeights(mf=1.0, covisit=0.0, trending=0.0, cold_start=0.0)

@@ -11,7 +11,7 @@ query with the item's embedding, so the same item vectors serve training, exact
 scoring and the FAISS index.
 
 Item ids are the model's own indices ``1..n_items`` (0 is padding); the mapping
-from streamrec's item ids lives with the checkpoint (``sequence_training.py``).
+from streamrec's item ids lives with the snapshot (``sequence_snapshot.py``).
 
 >>> import torch
 >>> model = SequenceModel(SequenceConfig(dim=8, max_len=4, blocks=1), n_items=5)
@@ -23,61 +23,10 @@ torch.Size([5, 8])
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True, slots=True)
-class SequenceConfig:
-    """The sequence model's shape and how it is trained.
-
-    Attributes
-    ----------
-    max_len
-        Items of a user's history the model reads (the most recent ones).
-    dim, blocks, heads, dropout
-        Embedding width, Transformer blocks, attention heads (must divide ``dim``), dropout.
-    negatives
-        Sampled-softmax negatives per training step, shared by the batch (uniform over the
-        catalogue, plus the batch's own targets); a catalogue no larger is scored whole.
-    batch_size, learning_rate, weight_decay
-        Adam on mini-batches of ``batch_size`` users' sequences.
-    recent_share
-        Share of each batch drawn from the users active since the last training round
-        (the rest uniformly from all users), so a round learns what is happening now.
-    seed
-        Seeds the weights, dropout and the batch sampling.
-    threads
-        torch CPU threads for training and queries (keep it below the cores the workers need).
-    """
-
-    max_len: int = 50
-    dim: int = 64
-    blocks: int = 2
-    heads: int = 1
-    dropout: float = 0.5
-    negatives: int = 1024
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    recent_share: float = 0.75
-    seed: int = 0
-    threads: int = 1
-
-    def __post_init__(self) -> None:
-        for name in ("max_len", "dim", "blocks", "heads", "negatives", "batch_size", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"sequence model {name} must be >= 1, got {getattr(self, name)}")
-        if self.dim % self.heads:
-            raise ValueError(f"sequence model dim {self.dim} is not divisible by heads {self.heads}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"sequence model dropout must be in [0, 1), got {self.dropout}")
-        if not 0.0 <= self.recent_share <= 1.0:
-            raise ValueError(f"sequence model recent_share must be in [0, 1], got {self.recent_share}")
-        if not self.learning_rate >= 0.0:
-            raise ValueError(f"sequence model learning_rate must be >= 0, got {self.learning_rate}")
+from streamrec.models.sequence_snapshot import SequenceConfig
 
 
 class SequenceModel(nn.Module):

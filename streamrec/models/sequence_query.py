@@ -1,10 +1,11 @@
 """Querying a sequence-model snapshot: a user's recent items in, a score per catalogue item out.
 
-:class:`SequenceQuery` wraps one :class:`~streamrec.models.sequence_training.SequenceSnapshot`
-for the query path. Its scores come aligned with the rows of an
-:class:`~streamrec.models.items.ItemCatalog`, so :func:`~streamrec.models.online_recommender.recommend`
-fuses them with the online signals like any other dense signal. Items the snapshot
-does not know (new since it was trained) score the snapshot's lowest, adding nothing.
+:class:`SequenceQuery` wraps one :class:`~streamrec.models.sequence_snapshot.SequenceSnapshot`
+for the query path, in numpy alone (a worker never imports torch). Its scores come
+aligned with the rows of an :class:`~streamrec.models.items.ItemCatalog`, so
+:func:`~streamrec.models.online_recommender.recommend` fuses them with the online
+signals like any other dense signal. Items the snapshot does not know (new since it
+was trained) score the snapshot's lowest, adding nothing.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from streamrec.models.items import ItemCatalog
-from streamrec.models.sequence import SequenceModel
-from streamrec.models.sequence_training import SequenceSnapshot
+from streamrec.models.sequence_snapshot import SequenceConfig, SequenceSnapshot
 
 ItemId = str
 
@@ -27,11 +27,17 @@ class NumpyEncoder:
     two small blocks); the same arithmetic in numpy, on the items alone (padding changes
     nothing, see ``sequence.py``) and computing only what the last position needs in the
     last block, takes a fraction of that. A unit test holds it equal to the torch model.
+
+    Parameters
+    ----------
+    state
+        The model's weights as float32 arrays, named as in its ``state_dict``
+        (:attr:`SequenceSnapshot.state <streamrec.models.sequence_snapshot.SequenceSnapshot.state>`).
+    config
+        The model's shape.
     """
 
-    def __init__(self, model: SequenceModel) -> None:
-        state = {name: tensor.detach().numpy().astype(np.float32) for name, tensor in model.state_dict().items()}
-        config = model.config
+    def __init__(self, state: dict[str, np.ndarray], config: SequenceConfig) -> None:
         self.items = state["items.weight"] * np.float32(config.dim ** 0.5)  # the input scale, applied once
         self.vectors = state["items.weight"][1:]  # row i: item index i + 1 (for scoring)
         self.positions = state["positions.weight"]
@@ -111,8 +117,7 @@ class SequenceQuery:
         self.snapshot = snapshot
         self.version = snapshot.version
         self.max_len = snapshot.config.max_len
-        model = snapshot.model()
-        self.encoder = NumpyEncoder(model)
+        self.encoder = NumpyEncoder(snapshot.state, snapshot.config)
         self.vectors = self.encoder.vectors  # (items, dim) float32, row i for index i + 1
         self.index = {item_id: i for i, item_id in enumerate(snapshot.item_ids)}
         # Catalogue row -> snapshot item (-1: unknown), extended as the catalogue grows.

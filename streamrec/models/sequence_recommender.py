@@ -14,8 +14,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from streamrec.models.online_recommender import InProcessRecommender, RecommenderConfig, recommend
-from streamrec.models.sequence import SequenceConfig
 from streamrec.models.sequence_query import SequenceQuery
+from streamrec.models.sequence_snapshot import SequenceConfig
 from streamrec.models.sequence_training import Sequences, SequenceTrainer
 from streamrec.models.user_state import UserState
 

@@ -7,37 +7,27 @@
   on random batches of those sequences: at every position, predict the next item
   (sampled softmax). It runs in the background trainer and in ``streamrec train``;
   ``streamrec evaluate`` calls it at the live trainer's cadence.
-- :class:`SequenceSnapshot` is what the trainer ships: weights, config, the item-id
-  mapping and a version. :meth:`SequenceSnapshot.load` refuses a damaged or
-  non-finite snapshot, so a worker keeps the one it has.
+- :func:`snapshot_of` and :func:`model_of` turn a model into the
+  :class:`~streamrec.models.sequence_snapshot.SequenceSnapshot` the trainer ships
+  (numpy arrays, so workers never import torch) and back (the trainer resumes from one).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional
 
-from streamrec.models.sequence import SequenceConfig, SequenceModel
+from streamrec.models.sequence import SequenceModel
+from streamrec.models.sequence_snapshot import SequenceConfig, SequenceSnapshot
 
 ItemId = str
 UserId = str
-
-SNAPSHOT_FORMAT = 1
-
-
-class InvalidSnapshot(ValueError):
-    """A snapshot that must not be served (unreadable, wrong shape, non-finite weights)."""
 
 
 class Sequences:
@@ -175,83 +165,19 @@ class SequenceTrainer:
 
     def snapshot(self, version: str, trained_events: int) -> SequenceSnapshot:
         """A frozen copy of the current weights, to publish as ``version``."""
-        return SequenceSnapshot.of(self.model, self.sequences.item_ids, version, trained_events)
+        return snapshot_of(self.model, self.sequences.item_ids, version, trained_events)
 
 
-@dataclass(frozen=True)
-class SequenceSnapshot:
-    """A versioned, immutable model for queries: weights, config and the item ids of its indices."""
+def snapshot_of(model: SequenceModel, item_ids: list[ItemId], version: str, trained_events: int) -> SequenceSnapshot:
+    """Copy ``model``'s weights (training may go on) with the first ``len(item_ids)`` items, as numpy."""
+    views = {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
+    views["items.weight"] = views["items.weight"][:len(item_ids) + 1]  # the table grows ahead of the items
+    state = {name: view.astype(np.float32) for name, view in views.items()}  # copies
+    return SequenceSnapshot(version, model.config, list(item_ids), state, trained_events, int(time.time() * 1000))
 
-    version: str
-    config: SequenceConfig
-    item_ids: list[ItemId]
-    state: dict[str, torch.Tensor]
-    trained_events: int
-    created_ms: int
 
-    @classmethod
-    def of(cls, model: SequenceModel, item_ids: list[ItemId], version: str, trained_events: int) -> SequenceSnapshot:
-        """Copy ``model``'s weights (training may go on) with the first ``len(item_ids)`` items."""
-        state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-        state["items.weight"] = state["items.weight"][:len(item_ids) + 1]
-        return cls(version, model.config, list(item_ids), state, trained_events, int(time.time() * 1000))
-
-    def model(self) -> SequenceModel:
-        """The model in eval mode (one per snapshot: it holds no training state)."""
-        model = SequenceModel(self.config, n_items=len(self.item_ids))
-        model.load_state_dict(self.state)
-        return model.eval()
-
-    def to_bytes(self) -> bytes:
-        """The snapshot serialised (``torch.save`` of tensors and plain data only)."""
-        buffer = io.BytesIO()
-        torch.save({"format": SNAPSHOT_FORMAT, "version": self.version, "config": dataclasses.asdict(self.config),
-                    "item_ids": self.item_ids, "state": self.state, "trained_events": self.trained_events,
-                    "created_ms": self.created_ms}, buffer)
-        return buffer.getvalue()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> SequenceSnapshot:
-        """Read and check a snapshot.
-
-        Raises
-        ------
-        InvalidSnapshot
-            Unreadable, another format, inconsistent shapes or non-finite weights.
-        """
-        try:
-            raw: dict[str, Any] = torch.load(io.BytesIO(data), weights_only=True)  # no pickled code
-            if raw.get("format") != SNAPSHOT_FORMAT:
-                raise InvalidSnapshot(f"snapshot format {raw.get('format')!r}, expected {SNAPSHOT_FORMAT}")
-            snapshot = cls(str(raw["version"]), SequenceConfig(**raw["config"]), [str(i) for i in raw["item_ids"]],
-                           dict(raw["state"]), int(raw["trained_events"]), int(raw["created_ms"]))
-        except InvalidSnapshot:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any damage is the same answer: do not serve it
-            raise InvalidSnapshot(f"unreadable sequence-model snapshot: {exc}") from exc
-        snapshot.check()
-        return snapshot
-
-    def check(self) -> None:
-        """Raise :class:`InvalidSnapshot` unless the weights fit the config and are all finite."""
-        for name, tensor in self.state.items():
-            if not bool(torch.isfinite(tensor).all()):
-                raise InvalidSnapshot(f"snapshot {self.version}: non-finite weights in {name}")
-        try:
-            self.model()
-        except RuntimeError as exc:
-            raise InvalidSnapshot(f"snapshot {self.version}: weights do not fit its config: {exc}") from exc
-
-    def save(self, directory: Path) -> Path:
-        """Write ``<directory>/sequence-<version>.pt`` atomically (a reader never sees half a file)."""
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"sequence-{self.version}.pt"
-        partial = path.with_suffix(".partial")
-        partial.write_bytes(self.to_bytes())
-        partial.replace(path)
-        return path
-
-    @classmethod
-    def load(cls, path: Path) -> SequenceSnapshot:
-        """Read and check a snapshot file (see :meth:`from_bytes`)."""
-        return cls.from_bytes(path.read_bytes())
+def model_of(snapshot: SequenceSnapshot) -> SequenceModel:
+    """The torch model of ``snapshot``, in eval mode (for the trainer to go on from it, and for tests)."""
+    model = SequenceModel(snapshot.config, n_items=len(snapshot.item_ids))
+    model.load_state_dict({name: torch.tensor(array) for name, array in snapshot.state.items()})
+    return model.eval()

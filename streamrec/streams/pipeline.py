@@ -65,20 +65,21 @@ from streamrec.streams.replica import RARELY_WRITTEN_FETCH_WAIT_MS, replicate_to
 from streamrec.streams.snapshot import ItemReplicas, Offsets
 from streamrec.streams.topics import RAW_BYTES, TopicNames, key_partition
 
-if TYPE_CHECKING:  # torch is imported only once a sequence-model snapshot arrives
+if TYPE_CHECKING:  # the sequence model's query code is imported only once a snapshot arrives
     from streamrec.models.sequence_query import SequenceQuery
 
 log = logging.getLogger(__name__)
 
 
-def load_sequence_query(data: bytes, threads: int) -> SequenceQuery:
-    """A checked snapshot from its bytes, ready for queries (raises ``InvalidSnapshot``, a ValueError)."""
-    import torch
+def load_sequence_query(data: bytes) -> SequenceQuery:
+    """A checked snapshot from its bytes, ready for queries (raises ``InvalidSnapshot``, a ValueError).
 
+    numpy alone: a worker never imports torch (it would raise its RSS by about 190 MB).
+    Queries are numpy matrix products, whose threads ``OPENBLAS_NUM_THREADS`` sets.
+    """
     from streamrec.models.sequence_query import SequenceQuery
-    from streamrec.models.sequence_training import SequenceSnapshot
+    from streamrec.models.sequence_snapshot import SequenceSnapshot
 
-    torch.set_num_threads(threads)
     return SequenceQuery(SequenceSnapshot.from_bytes(data))
 
 
@@ -506,7 +507,6 @@ class Pipeline:
         newest snapshot present at start is loaded (the models topic is read to its end first).
         """
         await self.models_ready.wait()
-        threads = self.settings.sequence.threads
         while True:
             await self.snapshot_arrived.wait()
             self.snapshot_arrived.clear()
@@ -516,7 +516,7 @@ class Pipeline:
             self.newest_snapshot = None
             started = time.perf_counter()
             try:
-                query = await asyncio.to_thread(load_sequence_query, data, threads)
+                query = await asyncio.to_thread(load_sequence_query, data)
             except ValueError as exc:  # InvalidSnapshot: unreadable, inconsistent or non-finite
                 self.metrics.sequence_snapshots.labels("refused").inc()
                 log.warning("sequence model %s refused: %s; still serving %s", version, exc, self.serving_version())

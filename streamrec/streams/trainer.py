@@ -28,7 +28,8 @@ from pathlib import Path
 from streamrec.config import Settings
 from streamrec.errors import InvalidRecord
 from streamrec.models.sequence_query import SequenceQuery, held_out_hit_rate
-from streamrec.models.sequence_training import InvalidSnapshot, Sequences, SequenceSnapshot, SequenceTrainer
+from streamrec.models.sequence_snapshot import InvalidSnapshot, SequenceSnapshot
+from streamrec.models.sequence_training import Sequences, SequenceTrainer, model_of
 from streamrec.streams.clients import make_producer, open_consumer
 from streamrec.streams.model_topic import MalformedChunk, SnapshotAssembler, snapshot_records
 from streamrec.streams.records import decode_event
@@ -82,7 +83,7 @@ class Trainer:
 
     def _trainer_from_served(self) -> SequenceTrainer:
         share = self.settings.sequence.holdout_share
-        model = None if self.served is None else self.served.model().train()
+        model = None if self.served is None else model_of(self.served).train()
         return SequenceTrainer(self.settings.sequence.config(), self.sequences, model,
                                trains_on=lambda user_id: not held_out(user_id, share))
 

@@ -12,8 +12,8 @@ from streamrec.eval.models import MODEL_FACTORIES, ModelSetup, build_models
 from streamrec.models.baselines import DecayedPopularity, MostPopular, OnlineModel
 from streamrec.models.online_mf import OnlineMFConfig
 from streamrec.models.online_recommender import InProcessRecommender, RecommenderConfig
-from streamrec.models.sequence import SequenceConfig
 from streamrec.models.sequence_recommender import TrainerSchedule
+from streamrec.models.sequence_snapshot import SequenceConfig
 from tests.unit.test_online_recommender import ONLY_MF, Event, synthetic_stream
 
 HOUR_MS = 3_600_000
