@@ -20,16 +20,13 @@ import asyncio
 import logging
 import random
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import faust
 import numpy as np
 from faust.exceptions import ConsumerNotStarted
-from faust.streams import _current_event
 from faust.types import EventT
 
 from streamrec.config import Settings
@@ -51,6 +48,7 @@ from streamrec.streams.records import (
     Recommendation,
     ScoredItem,
     decode_event,
+    decode_user_state,
     decode_item_info,
     decode_item_state,
     ITEM_UPDATES_PER_RECORD,
@@ -58,7 +56,9 @@ from streamrec.streams.records import (
     decode_request,
     encode_item_state,
     encode_item_updates,
+    encode_user_state,
 )
+from streamrec.streams.sends import Sender, as_current
 from streamrec.streams.clients import TopicMissing
 from streamrec.streams.model_topic import MalformedChunk, SnapshotAssembler
 from streamrec.streams.replica import RARELY_WRITTEN_FETCH_WAIT_MS, replicate_topic
@@ -81,21 +81,6 @@ def load_sequence_query(data: bytes) -> SequenceQuery:
     from streamrec.models.sequence_snapshot import SequenceSnapshot
 
     return SequenceQuery(SequenceSnapshot.from_bytes(data))
-
-
-@contextmanager
-def as_current(event: EventT) -> Iterator[None]:
-    """Make ``event`` Faust's current event while table keys are read or written.
-
-    Faust's tables take the partition of a key's store and changelog record from the
-    current event (a task-local set by the stream), which in a micro-batch is the batch's
-    last event, not necessarily one of this user's. Faust has no public setter.
-    """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 def now_ms() -> int:
@@ -152,10 +137,12 @@ class Pipeline:
         # like the topic key (HTTP routing to the owner relies on it).
         table_options: dict[str, Any] = {"partitions": n, "key_type": bytes, "default": None,
                                          "options": settings.worker.rocksdb_options()}
+        table_options["value_type"] = bytes  # encoded here (records.py), so one bytes string is stored and logged
         self.users = app.Table("users", **table_options)
         # The owners' items, stored as published: the item-state topic is this table's
         # changelog, so one record both persists an item and publishes it to every replica.
-        self.items = app.Table("items", **table_options, value_type=bytes, changelog_topic=self.item_state)
+        self.items = app.Table("items", **table_options, changelog_topic=self.item_state)
+        self.sender = Sender(app)  # every record the pipeline writes, and both tables' writes
         # Item deltas, coalesced until the next publication (every model.item_publish_interval_ms
         # and before every offset commit), so internal traffic grows with distinct items changed,
         # not with events. Bounded by the catalogue size.
@@ -282,13 +269,13 @@ class Pipeline:
                 # Keyed by something else: re-publish keyed by user so it lands on the
                 # partition that owns this user's state (DESIGN.md: "route by user_id").
                 self.metrics.events_in.labels("rerouted").inc()
-                await self.events.send(key=record.user_id.encode(), value=event.value)
+                await self.sender.send(self.names.events, record.user_id.encode(), event.value)
                 continue
             watch.lap("decode")
             known = states.get(event.key)
             if known is None:
                 with as_current(event):  # Faust's tables read the current event's partition
-                    state = UserState.from_dict(self.users.get(event.key))
+                    state = decode_user_state(self.users.get(event.key))
             else:
                 state = known[0]
             watch.lap("state")
@@ -324,9 +311,8 @@ class Pipeline:
                 shown_now[event.key] = states[event.key][0].shown = [item.item_id for item in recommendation.items]
             recommendations.append(recommendation)
         watch.lap("recommend")
-        for key, (state, event) in states.items():
-            with as_current(event):  # stored and logged in the user's partition
-                self.users[key] = state.to_dict()
+        # stored and logged in the user's partition
+        await self.sender.store(self.users, [(event, key, encode_user_state(state)) for key, (state, event) in states.items()])
         self.metrics.events_in.labels("applied").inc(len(applied))
         watch.lap("store")
         for recommendation in recommendations:
@@ -364,7 +350,7 @@ class Pipeline:
             return
         if event.key != request.user_id.encode():
             self.metrics.requests_in.labels("rerouted").inc()
-            await self.requests.send(key=request.user_id.encode(), value=event.value)
+            await self.sender.send(self.names.requests, request.user_id.encode(), event.value)
             return
         self.metrics.requests_in.labels("answered").inc()
         await self.emit(self.recommend(request.user_id, request.k or self.settings.model.k,
@@ -384,7 +370,7 @@ class Pipeline:
         Unavailable items never appear; ``categories`` keeps items in any of them.
         """
         if state is None:
-            state = UserState.from_dict(self.users.get(user_id.encode()))
+            state = decode_user_state(self.users.get(user_id.encode()))
         if self.unavailable:
             exclude = (*exclude, *self.unavailable)
         only = None
@@ -422,8 +408,7 @@ class Pipeline:
 
     async def emit(self, recommendation: Recommendation) -> None:
         """Publish a recommendation keyed by its user."""
-        self.recommendations.send_soon(key=recommendation.user_id.encode(),
-                                        value=recommendation.to_json())
+        await self.sender.send(self.names.recommendations, recommendation.user_id.encode(), recommendation.to_json())
         self.metrics.recommendations_out.labels(recommendation.trigger).inc()
 
     async def guarded(self, handler: Callable[[EventT], Awaitable[None]], event: EventT) -> None:
@@ -464,7 +449,7 @@ class Pipeline:
         """Send the original message and the reason to the dead-letter topic."""
         message = event.message
         letter = DeadLetter.of(reason, message.topic, message.partition, message.offset, event.value)
-        await self.dead_letter.send(key=event.key, value=letter.to_json())
+        await self.sender.send(self.names.dead_letter, event.key, letter.to_json())
         self.metrics.dead_lettered.labels(message.topic).inc()
 
     # -- sequence model -------------------------------------------------------
@@ -536,20 +521,27 @@ class Pipeline:
         except InvalidRecord as exc:
             await self.send_dead_letter(f"internal item update is malformed: {exc.reason}", event)
             return
-        items, cached = self.config.items, self.settings.worker.owned_items_cached
-        for item_id, delta in deltas.items():
-            # Out of the cache while it changes: if storing fails, the cache never holds an
-            # update the table lacks (the retry re-reads the table).
-            item = self._owned.pop(item_id, None) or self._stored_item(item_id)
-            item.apply(item_id, delta, items)
-            # Stored and published in one: the changelog record goes to this record's partition,
-            # the item's (see publish_coalesced), where every replica reads it.
-            self.items[item_id.encode()] = encode_item_state(item_id, item.published(items))
-            if cached:
-                self._owned[item_id] = item  # the most recently updated last
-                if len(self._owned) > cached:
-                    del self._owned[next(iter(self._owned))]
+        items = self.config.items
+        # Out of the cache while they change: if storing fails, the cache never holds an
+        # update the table lacks (the retry re-reads the table).
+        updated = {item_id: self._owned.pop(item_id, None) or self._stored_item(item_id) for item_id in deltas}
+        for item_id, item in updated.items():
+            item.apply(item_id, deltas[item_id], items)
+        # Stored and published in one: the changelog records go to this record's partition,
+        # the items' (see publish_coalesced), where every replica reads them.
+        await self.sender.store(self.items, [(event, item_id.encode(), encode_item_state(item_id, item.published(items)))
+                                             for item_id, item in updated.items()])
+        self._cache_owned(updated)
         watch.lap("item_owner")
+
+    def _cache_owned(self, updated: dict[str, OwnedItem]) -> None:
+        """Keep the items just stored decoded, the most recently updated last (bounded)."""
+        cached = self.settings.worker.owned_items_cached
+        if not cached:
+            return
+        self._owned.update(updated)
+        while len(self._owned) > cached:
+            del self._owned[next(iter(self._owned))]
 
     def _stored_item(self, item_id: str) -> OwnedItem:
         """An owned item as the items table holds it; a new one starts from its content, if announced."""
@@ -584,7 +576,7 @@ class Pipeline:
             ids = list(deltas)
             for start in range(0, len(ids), ITEM_UPDATES_PER_RECORD):
                 chunk = {item_id: deltas[item_id] for item_id in ids[start:start + ITEM_UPDATES_PER_RECORD]}
-                await self.item_updates.send(value=encode_item_updates(chunk), partition=partition)
+                await self.sender.send(self.names.item_updates, None, encode_item_updates(chunk), partition)
         watch.lap("item_publish")
 
     def apply_item_state(self, key: bytes | None, value: bytes | None, timestamp_ms: int | None = None) -> None:

@@ -21,6 +21,7 @@ import orjson  # the hot-path encoders: several times faster than json
 from streamrec.config import EventSettings
 from streamrec.errors import InvalidRecord
 from streamrec.models.items import ItemDelta, PublishedItem
+from streamrec.models.user_state import UserState
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY  # numpy scalars are numbers (stdlib json refuses them)
 
@@ -186,6 +187,16 @@ def decode_item_updates(raw: bytes | None, dim: int) -> dict[ItemId, ItemDelta]:
         deltas[item_id] = ItemDelta(weight, ts_ms, _vector(obj.get("vector"), dim, required=False),
                                     dict(zip(map(str, neighbours), weights.tolist(), strict=True)))
     return deltas
+
+
+def encode_user_state(state: UserState) -> bytes:
+    """Encode a user's state for the users table and its changelog (JSON, as Faust's json codec wrote it)."""
+    return orjson.dumps(state.to_dict())
+
+
+def decode_user_state(raw: bytes | None) -> UserState:
+    """Decode a stored user state; ``None`` (an unknown user) gives an empty state."""
+    return UserState.from_dict(orjson.loads(raw) if raw is not None else None)
 
 
 def encode_item_state(item_id: ItemId, item: PublishedItem) -> bytes:

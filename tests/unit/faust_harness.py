@@ -1,17 +1,18 @@
 """Harness for testing the worker's stream processors under Faust's ``agent.test_context()``.
 
-No broker: tables use ``memory://`` and every topic the pipeline writes to is
-replaced by an ``Outbox`` recorder (faust ``docs/userguide/testing.rst``, "Mock anything
-that leaves the process"). ``create_app`` takes the store URL.
+No broker: tables use ``memory://`` and the pipeline's sender hands every record to an
+``Outbox`` recorder per topic instead of Kafka (faust ``docs/userguide/testing.rst``, "Mock
+anything that leaves the process"). ``create_app`` takes the store URL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from unittest.mock import Mock
+from types import SimpleNamespace
 
 import pytest
 
@@ -30,12 +31,14 @@ def app(tmp_path: Path) -> StreamrecApp:
     return make_app(tmp_path)
 
 
-def make_app(tmp_path: Path) -> StreamrecApp:
-    """A worker app for the harness: two partitions, ``memory://`` tables, k = 3."""
-    settings = load_settings(worker={"data_dir": tmp_path / "data", "app_id": "unit-app"},
-                             topics={"prefix": PREFIX, "partitions": 2},
-                             model={"k": 3}, events={"dedup_window": 10})
-    app = create_app(settings, store="memory://")
+def make_app(tmp_path: Path, store: str = "memory://", **sections: dict) -> StreamrecApp:
+    """A worker app for the harness: two partitions, ``memory://`` tables, k = 3 (``sections`` add settings)."""
+    settings = load_settings(**{"worker": {"data_dir": tmp_path / "data", "app_id": "unit-app"},
+                                "topics": {"prefix": PREFIX, "partitions": 2},
+                                "model": {"k": 3}, "events": {"dedup_window": 10}, **sections})
+    app = create_app(settings, store=store)
+    app.outboxes = Outboxes()
+    app.pipeline.sender.send = app.outboxes.send  # type: ignore[method-assign]
     app.pipeline.catalogue_ready.set()  # no broker, so no replica task: the catalogue is what tests put in
     app.pipeline.item_info_ready.set()
     return app
@@ -50,22 +53,12 @@ def pipeline(app: StreamrecApp) -> Pipeline:
 
 
 class Outbox:
-    """Stands in for one output topic: records what the pipeline publishes, by ``send`` or ``send_soon``."""
+    """Stands in for one output topic: records what the pipeline publishes to it."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.messages: list[tuple[bytes | None, bytes | None]] = []
         self.partitions: list[int | None] = []  # as sent: None lets the partitioner choose
-
-    def send_soon(self, *, key: bytes | None = None, value: bytes | None = None, partition: int | None = None,
-                  **_: object) -> Mock:
-        self.messages.append((key, value))
-        self.partitions.append(partition)
-        return Mock(name=f"{self.name} future")
-
-    async def send(self, *, key: bytes | None = None, value: bytes | None = None, partition: int | None = None,
-                   **_: object) -> Mock:
-        return self.send_soon(key=key, value=value, partition=partition)
 
     @property
     def keys(self) -> list[bytes | None]:
@@ -81,43 +74,61 @@ class Outbox:
         return [(item_id, delta) for value in self.values for item_id, delta in value["items"].items()]
 
 
-def outbox(monkeypatch: pytest.MonkeyPatch, topic) -> Outbox:
-    box = Outbox(topic.get_topic_name())
-    monkeypatch.setattr(topic, "send", box.send)
-    monkeypatch.setattr(topic, "send_soon", box.send_soon)
-    return box
+class Outboxes:
+    """Stands in for ``Sender.send``: records each record in its topic's ``Outbox``, delivered at once."""
+
+    def __init__(self) -> None:
+        self.by_topic: dict[str, Outbox] = {}
+        self.offsets = itertools.count()
+
+    def box(self, topic: str) -> Outbox:
+        return self.by_topic.setdefault(topic, Outbox(topic))
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None,
+                   partition: int | None = None) -> asyncio.Future:
+        box = self.box(topic)
+        box.messages.append((key, value))
+        box.partitions.append(partition)
+        delivered = asyncio.get_running_loop().create_future()
+        delivered.set_result(SimpleNamespace(topic=topic, partition=partition, offset=next(self.offsets)))
+        return delivered
+
+
+def outbox(topic) -> Outbox:
+    """The records the pipeline sent to ``topic`` (a Faust topic of the harness's app)."""
+    return topic.app.outboxes.box(topic.get_topic_name())
 
 
 @pytest.fixture
-def recommendations_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> Outbox:
-    return outbox(monkeypatch, pipeline.recommendations)
+def recommendations_out(pipeline: Pipeline) -> Outbox:
+    return outbox(pipeline.recommendations)
 
 
 @pytest.fixture
-def dead_letters_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> Outbox:
-    return outbox(monkeypatch, pipeline.dead_letter)
+def dead_letters_out(pipeline: Pipeline) -> Outbox:
+    return outbox(pipeline.dead_letter)
 
 
 @pytest.fixture
-def item_updates_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> Outbox:
-    return outbox(monkeypatch, pipeline.item_updates)
+def item_updates_out(pipeline: Pipeline) -> Outbox:
+    return outbox(pipeline.item_updates)
 
 
 @pytest.fixture
-def events_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> Outbox:
+def events_out(pipeline: Pipeline) -> Outbox:
     """Re-published (re-keyed) events."""
-    return outbox(monkeypatch, pipeline.events)
+    return outbox(pipeline.events)
 
 
 @pytest.fixture
-def requests_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> Outbox:
+def requests_out(pipeline: Pipeline) -> Outbox:
     """Re-published (re-keyed) requests."""
-    return outbox(monkeypatch, pipeline.requests)
+    return outbox(pipeline.requests)
 
 
 @pytest.fixture
-def item_state_out(monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline) -> Outbox:
-    return outbox(monkeypatch, pipeline.item_state)
+def item_state_out(pipeline: Pipeline) -> Outbox:
+    return outbox(pipeline.item_state)
 
 
 @pytest.fixture

@@ -6,23 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.config import load_settings
 from streamrec.models.ab import arm
-from streamrec.streams.app import StreamrecApp, create_app
-from tests.unit.faust_harness import PREFIX, Feed, counted, event, run_events
+from streamrec.streams.app import StreamrecApp
+from tests.unit.faust_harness import Feed, counted, event, make_app, run_events
 
 SHARE, SALT = 0.5, "unit-test"
 
 
 @pytest.fixture
 def app(tmp_path: Path) -> StreamrecApp:  # the harness's app, with an A/B test running
-    settings = load_settings(worker={"data_dir": tmp_path / "data", "app_id": "unit-app"},
-                             topics={"prefix": PREFIX, "partitions": 2}, model={"k": 3},
-                             ab={"share": SHARE, "salt": SALT, "covisit_weight": 0.0})
-    app = create_app(settings, store="memory://")
-    app.pipeline.catalogue_ready.set()
-    app.pipeline.item_info_ready.set()
-    return app
+    return make_app(tmp_path, events={}, ab={"share": SHARE, "salt": SALT, "covisit_weight": 0.0})
 
 
 def test_arms_are_stable_and_split_users_by_the_share() -> None:

@@ -60,7 +60,7 @@ def test_valid_event_is_remembered_in_the_users_table(app: StreamrecApp, outputs
 
     run_events(app, scenario)
 
-    stored = app.pipeline.users[b"u1"]
+    stored = json.loads(app.pipeline.users[b"u1"])
     assert {key: stored[key] for key in ("seen", "event_ids", "n_events")} == {
         "seen": ["i1", "i2"], "event_ids": ["e1", "e2"], "n_events": 2}
     assert len(stored["vector"]) == app.pipeline.config.mf.dim  # the learnt user vector
@@ -179,7 +179,7 @@ def test_duplicate_event_id_is_applied_once(app: StreamrecApp, outputs) -> None:
 
     assert len(outputs["recommendations"].messages) == 1
     assert [item_id for item_id, _ in outputs["item_updates"].item_deltas] == ["i1"]
-    assert app.pipeline.users[b"u1"]["n_events"] == 1
+    assert json.loads(app.pipeline.users[b"u1"])["n_events"] == 1
     assert counted(app.pipeline, "streamrec_events_in_total", outcome="duplicate") == 1
 
 
@@ -228,7 +228,7 @@ def test_every_stage_of_an_applied_event_is_timed(app: StreamrecApp, outputs) ->
 # -- micro-batches ----------------------------------------------------------------------
 
 
-def _batch_run(tmp_path, monkeypatch, together: bool,
+def _batch_run(tmp_path, together: bool,
                sequence: SequenceQuery | None = None) -> tuple[list[dict], dict, list[tuple[int, bytes]], float]:
     """Feed one stream of events (users on both partitions, some twice) one by one or all at once,
     fusing ``sequence`` when given.
@@ -241,16 +241,8 @@ def _batch_run(tmp_path, monkeypatch, together: bool,
     pipeline.sequence = sequence
     for item_id, score in {f"i{n}": 10.0 - n for n in range(1, 9)}.items():
         pipeline.catalog.set(item_id, score, T0_MS)
-    pushed = outbox(monkeypatch, pipeline.recommendations)
-    outbox(monkeypatch, pipeline.item_updates)
-    changelog: list[tuple[int, bytes]] = []
-    send_changelog = pipeline.users.send_changelog
-
-    def record_changelog(partition, key, value, **kwargs):
-        changelog.append((partition, key))
-        return send_changelog(partition, key, value, **kwargs)
-
-    monkeypatch.setattr(pipeline.users, "send_changelog", record_changelog)
+    pushed = outbox(pipeline.recommendations)
+    logged = outbox(pipeline.users.changelog_topic)
     users = ["u1", "u2", "u3", "u1", "u4", "u2", "u1", "u5"]
     messages = [(event(user_id=user, item_id=f"i{n % 8 + 1}", event_id=f"e{n}", ts=T0_MS + n), user.encode(),
                  key_partition(user.encode(), 2)) for n, user in enumerate(users)]
@@ -268,7 +260,8 @@ def _batch_run(tmp_path, monkeypatch, together: bool,
 
     run_events(app, scenario)
     lists = [{key: value for key, value in body.items() if key != "emitted_ts"} for body in pushed.values]
-    table = {user: pipeline.users[user.encode()] for user in set(users)}
+    table = {user: json.loads(pipeline.users[user.encode()]) for user in set(users)}
+    changelog = list(zip(logged.partitions, logged.keys, strict=True))
     # streamrec_batch_events counts the batches taken and the events in them
     assert counted(pipeline, "streamrec_batch_events_count") == len(sizes)
     assert counted(pipeline, "streamrec_batch_events_sum") == sum(sizes) == len(messages)
@@ -276,10 +269,10 @@ def _batch_run(tmp_path, monkeypatch, together: bool,
 
 
 @pytest.mark.parametrize("served", [False, True], ids=["online model", "with a sequence model"])
-def test_a_micro_batch_pushes_the_lists_of_one_event_at_a_time(tmp_path, monkeypatch, served: bool) -> None:
+def test_a_micro_batch_pushes_the_lists_of_one_event_at_a_time(tmp_path, served: bool) -> None:
     sequence = SequenceQuery(rule_trained(SMALL, steps=3).snapshot("seq-v1", 0)) if served else None
-    apart, apart_table, apart_log, apart_batch = _batch_run(tmp_path, monkeypatch, False, sequence)
-    together, together_table, together_log, together_batch = _batch_run(tmp_path, monkeypatch, True, sequence)
+    apart, apart_table, apart_log, apart_batch = _batch_run(tmp_path, False, sequence)
+    together, together_table, together_log, together_batch = _batch_run(tmp_path, True, sequence)
     assert all(pushed["model_version"].endswith("+seq-v1") == served for pushed in apart + together)
     assert apart_batch == 1 and together_batch > 1, "the events put together must be taken as one batch"
     assert len(together) == len(apart) == 8
