@@ -4,8 +4,13 @@
 for the query path, in numpy alone (a worker never imports torch). Its scores come
 aligned with the rows of an :class:`~streamrec.models.items.ItemCatalog`, so
 :func:`~streamrec.models.online_recommender.recommend` fuses them with the online
-signals like any other dense signal. Items the snapshot does not know (new since it
-was trained) score the snapshot's lowest, adding nothing.
+signals like any other dense signal.
+
+Items the snapshot does not know (new since it was trained, or announced with content
+and never chosen) are projected into its item space: a linear map, fitted by least
+squares on the items both know, takes an item's online-model vector (for a new item,
+the vector its content predicts) to a sequence-model item vector. So a new item scores
+like the known items it resembles, instead of being left out until the next snapshot.
 """
 
 from __future__ import annotations
@@ -120,9 +125,12 @@ class SequenceQuery:
         self.encoder = NumpyEncoder(snapshot.state, snapshot.config)
         self.vectors = self.encoder.vectors  # (items, dim) float32, row i for index i + 1
         self.index = {item_id: i for i, item_id in enumerate(snapshot.item_ids)}
-        # Catalogue row -> snapshot item (-1: unknown), extended as the catalogue grows.
+        # Catalogue row -> scoring row (-1: unknown and not projected), extended as the catalogue
+        # grows. Scoring rows: the snapshot's items, then the projected ones (appended).
         self._rows = np.zeros(0, dtype=np.intp)
         self._generation = -1
+        self._scoring = self.vectors
+        self._projection: np.ndarray | None = None  # (catalogue dim + 1, dim), fitted once per generation
 
     def query(self, recent: Sequence[ItemId]) -> np.ndarray | None:
         """The query vector ``(dim,)`` for a user whose recent items are ``recent`` (oldest first),
@@ -142,9 +150,9 @@ class SequenceQuery:
         result: list[np.ndarray | None] = [None] * len(recents)
         if not known:
             return result
-        # snapshot items × users: this orientation is about twice as fast as users × items
-        by_item = self.vectors @ self.encoder.queries([indexed[n] for n in known]).T
         rows = self._catalogue_rows(catalog)
+        # scoring items × users: this orientation is about twice as fast as users × items
+        by_item = self._scoring @ self.encoder.queries([indexed[n] for n in known]).T
         in_snapshot = rows >= 0
         for user, n in zip(by_item.T, known, strict=True):
             scores = np.full(rows.size, user.min() if user.size else 0.0, dtype=np.float32)
@@ -159,10 +167,41 @@ class SequenceQuery:
         n = len(catalog)
         if catalog.generation != self._generation:  # rows moved: map them all again
             self._rows, self._generation = np.zeros(0, dtype=np.intp), catalog.generation
+            self._scoring, self._projection = self.vectors, None
         if self._rows.size < n:  # new rows are appended: map only those
-            added = [self.index.get(item_id, -1) for item_id in catalog.item_ids(range(self._rows.size, n))]
-            self._rows = np.concatenate((self._rows, np.asarray(added, dtype=np.intp)))
+            start = self._rows.size
+            added = np.asarray([self.index.get(item_id, -1) for item_id in catalog.item_ids(range(start, n))],
+                               dtype=np.intp)
+            unknown = np.flatnonzero(added < 0)
+            if unknown.size:
+                if self._projection is None:
+                    self._projection = fit_projection(catalog, self.index, self.vectors)
+                if self._projection is not None:
+                    projected = with_bias(catalog.matrix()[start + unknown]) @ self._projection
+                    added[unknown] = len(self._scoring) + np.arange(unknown.size)
+                    self._scoring = np.vstack((self._scoring, projected.astype(np.float32)))
+            self._rows = np.concatenate((self._rows, added))
         return self._rows[:n]
+
+
+def with_bias(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` with a column of ones appended (the projection's intercept)."""
+    return np.hstack((vectors, np.ones((len(vectors), 1), dtype=vectors.dtype)))
+
+
+def fit_projection(catalog: ItemCatalog, index: dict[ItemId, int], vectors: np.ndarray,
+                   min_items_per_dim: int = 3) -> np.ndarray | None:
+    """The least-squares linear map (with intercept) from the catalogue's item vectors to
+    the snapshot's item ``vectors``, fitted on the items both know; ``None`` with fewer than
+    ``min_items_per_dim`` shared items per parameter row (too few to trust)."""
+    shared = [(row, index[item_id]) for row, item_id in enumerate(catalog.item_ids(range(len(catalog))))
+              if item_id in index]
+    if len(shared) < min_items_per_dim * (catalog.dim + 1):
+        return None
+    rows, snapshot_rows = (np.asarray(column, dtype=np.intp) for column in zip(*shared, strict=True))
+    inputs = with_bias(catalog.matrix()[rows].astype(np.float64))
+    projection, *_ = np.linalg.lstsq(inputs, vectors[snapshot_rows].astype(np.float64), rcond=None)
+    return projection
 
 
 def held_out_hit_rate(query: SequenceQuery, sequences: Sequence[Sequence[ItemId]], k: int = 10) -> float:

@@ -139,6 +139,26 @@ def test_scores_come_by_catalogue_row_and_unknown_items_add_nothing() -> None:
     np.testing.assert_allclose(many[2], query.scores(["i3", "i4", "i5"], catalog), rtol=1e-5)
 
 
+def test_an_item_new_to_the_snapshot_scores_like_the_known_item_its_online_vector_resembles() -> None:
+    # Online vectors that are a linear function of the snapshot's (plus noise): the projection
+    # fitted on the shared items takes a new item with i5's online vector to about i5's place.
+    query = SequenceQuery(rule_trained(dataclasses.replace(SMALL, dim=8), steps=3).snapshot("v1", 0))
+    rng = np.random.default_rng(0)
+    mixing = rng.normal(size=(8, 8)).astype(np.float32)
+    config = ItemConfig(OnlineMFConfig(dim=8), 3600.0, 4)
+    catalog = ItemCatalog(3600.0, 8, 100)
+    for item_id, row in query.index.items():
+        vector = query.vectors[row] @ mixing + rng.normal(scale=1e-3, size=8).astype(np.float32)
+        catalog.upsert(item_id, OwnedItem(vector=vector).published(config))
+    catalog.upsert("new", OwnedItem(vector=catalog.vector("i5")).published(config))  # never in a snapshot
+
+    scores = query.scores(["i1", "i10"], catalog)
+    by_row = dict(zip(catalog.item_ids(range(len(catalog))), scores.tolist(), strict=True))
+
+    assert by_row["new"] == pytest.approx(by_row["i5"], rel=1e-2, abs=1e-2)
+    assert by_row["new"] > min(by_row.values())  # scored, not left at the bottom
+
+
 def test_train_command_writes_a_checkpoint_that_loads(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["train", "synthetic:users=40,items=30,events=800,seed=2", "--out",
                                       str(tmp_path), "--steps", "4", "--version", "t1"])
