@@ -83,6 +83,8 @@ class _Tally:
     prefix: str
     sent_ts: dict[str, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
+    to_emit_ms: list[float] = field(default_factory=list)
+    """Event send time to the worker's ``emitted_ts`` (streamrec's lists carry it; the relay's copies do not)."""
     answered_s: list[float] = field(default_factory=list)
     """When each latency was taken, in seconds since ``started``."""
     started: float = field(default_factory=time.monotonic)
@@ -107,6 +109,9 @@ class _Tally:
         if isinstance(ts, int):
             self.latencies_ms.append(time.time() * 1000 - ts)
             self.answered_s.append(time.monotonic() - self.started)
+            emitted = value.get("emitted_ts")
+            if isinstance(emitted, int):
+                self.to_emit_ms.append(emitted - ts)
 
 
 def _events(config: E2EConfig, run: str, tally: _Tally | None) -> Iterator[Message | Callable[[], Message]]:
@@ -380,6 +385,8 @@ def _measure(settings: Settings, names: TopicNames, config: E2EConfig, run: str,
         "elapsed_s": round(elapsed_s, 1), "worker_cpu_s": round(worker_cpu_s, 2),
         **{f"latency_p{q}_ms": round(float(np.percentile(latencies, q)), 1) for q in (50, 95, 99)},
         "latency_max_ms": round(float(np.max(latencies)), 1),
+        **({f"emit_p{q}_ms": round(float(np.percentile(tally.to_emit_ms, q)), 1) for q in (50, 99)}
+           if tally.to_emit_ms else {}),
         "lag_max": max((s["lag"] for s in samples), default=0),
         **{f"{key}_mean": round(float(np.mean([s[key] for s in samples])) if samples else 0.0, 1)
            for key in ("cpu_percent", "broker_cpu_percent", "bench_cpu_percent")},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from streamrec.load.e2e import _batch_size, _freshness, _rss_trend, _Tally, _windows
@@ -73,3 +75,13 @@ def test_the_report_compares_streamrec_with_and_without_the_trainer_at_each_rate
 
     assert lines[-1].startswith("| 500 | 10.0 / 20.0 | 11.5 / 23.0 | +1.5 / +3.0 |")
     assert _trainer_lines([step("relay", 5, 9), step("streamrec", 10.0, 20.0)]) == []
+
+
+def test_the_time_to_emit_is_taken_from_lists_that_carry_the_workers_emit_time() -> None:
+    tally = _Tally(prefix="x-")
+    now_ms = int(time.time() * 1000)
+    tally.on_record("out", {"event_id": "x-1", "event_ts": now_ms - 100, "emitted_ts": now_ms - 30}, "dead")
+    tally.on_record("out", {"event_id": "x-2", "ts": now_ms - 100}, "dead")  # a relay's copy: no emit time
+
+    assert tally.to_emit_ms == [70]
+    assert len(tally.latencies_ms) == 2 and min(tally.latencies_ms) >= 100
