@@ -20,8 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from typing import Any
 
 import faust
@@ -32,19 +31,25 @@ from faust.types import TP, EventT
 log = logging.getLogger(__name__)
 
 
-@contextmanager
-def as_current(event: EventT) -> Iterator[None]:
+class as_current:  # noqa: N801 - used like a function: ``with as_current(event):``
     """Make ``event`` Faust's current event while table keys are read or written.
 
     Faust's tables take the partition of a key's store and changelog record from the
     current event (a task-local set by the stream), which in a micro-batch is the batch's
-    last event, not necessarily one of this user's. Faust has no public setter.
+    last event, not necessarily one of this user's. Faust has no public setter. A class,
+    not ``@contextmanager``: it runs for every table access, and a generator costs more.
     """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
+
+    __slots__ = ("event", "token")
+
+    def __init__(self, event: EventT) -> None:
+        self.event = event
+
+    def __enter__(self) -> None:
+        self.token = _current_event.set(weakref.ref(self.event))
+
+    def __exit__(self, *exc: object) -> None:
+        _current_event.reset(self.token)
 
 
 class Sender:
