@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from aiokafka.errors import KafkaTimeoutError
 from faust.types import TP
 
+from streamrec.streams.sends import Sender
 from tests.unit.faust_harness import make_app
 
 
@@ -45,3 +47,42 @@ def test_rows_are_stored_and_logged_in_their_events_partition_and_the_delivered_
     # The fake delivers offsets 0, 1, 2 in send order: partition 0's last record is offset 2.
     assert store.persisted_offset(TP(changelog, 0)) == 2
     assert store.persisted_offset(TP(changelog, 1)) == 1
+
+
+def test_a_record_that_cannot_be_delivered_stops_the_worker() -> None:
+    # Its events must not be committed: a crash stops the worker before the next commit,
+    # and after the restart they are processed again.
+    crashed: list[BaseException] = []
+
+    class Client:  # aiokafka's producer as Sender uses it
+        def __init__(self) -> None:
+            self.deliveries: list[asyncio.Future] = []
+
+        async def send(self, topic, value, key=None, partition=None) -> asyncio.Future:
+            self.deliveries.append(asyncio.get_running_loop().create_future())
+            return self.deliveries[-1]
+
+    client = Client()
+
+    class Producer:
+        def _ensure_producer(self) -> Client:
+            return client
+
+    class App:
+        async def maybe_start_producer(self) -> Producer:
+            return Producer()
+
+        async def crash(self, exc: BaseException) -> None:
+            crashed.append(exc)
+
+    async def main() -> None:
+        sender = Sender(App())
+        await sender.send("lists", b"u1", b"{}")
+        await sender.send("lists", b"u2", b"{}")
+        client.deliveries[0].set_result(None)
+        client.deliveries[1].set_exception(KafkaTimeoutError("broker gone"))
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert [type(exc) for exc in crashed] == [KafkaTimeoutError]
