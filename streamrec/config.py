@@ -65,6 +65,7 @@ class KafkaSettings(_Section):
     ssl_keyfile: Path | None = None
     fetch_max_wait_ms: int = Field(10, ge=0, le=60_000)
     producer_linger_ms: int = Field(5, ge=0, le=10_000)
+    producer_max_batch_bytes: int = Field(262_144, ge=1024, le=1_000_000)
     session_timeout_s: float = Field(6.0, gt=0)
     rebalance_timeout_s: float = Field(3.0, gt=0)
     heartbeat_interval_s: float = Field(1.0, gt=0)
@@ -104,6 +105,8 @@ class WorkerSettings(_Section):
     rocksdb_block_cache_mb: int = Field(8, ge=1, le=65536)
     heap_trim_interval_s: float = Field(60.0, ge=0, le=86_400)
     """How often the worker gives the C heap's free pages back to the OS (0: never)."""
+    malloc_arenas: int = Field(2, ge=0, le=64)
+    """Most glibc heaps the worker's threads share (0: glibc's default, 8 per core)."""
     max_batch_events: int = Field(500, ge=1, le=100_000)
     """Most events processed as one micro-batch."""
     max_batch_wait_ms: float = Field(5.0, ge=0, le=1000)

@@ -106,6 +106,7 @@ def tuned_app(settings: Settings, app_class: type[AppT], store: str) -> AppT:
         broker_heartbeat_interval=kafka.heartbeat_interval_s,
         broker_request_timeout=max(30.0, kafka.session_timeout_s),
         producer_linger=kafka.producer_linger_ms / 1000.0,
+        producer_max_batch_size=kafka.producer_max_batch_bytes,
         consumer_auto_offset_reset="earliest",
         autodiscover=False,
     )

@@ -55,6 +55,8 @@ def _mallinfo2() -> Callable[[], _Mallinfo2] | None:
 _LIBC = _libc()
 _MALLINFO2 = _mallinfo2()
 _MALLOC_TRIM = getattr(_LIBC, "malloc_trim", None)  # glibc only
+_MALLOPT = getattr(_LIBC, "mallopt", None)
+_M_ARENA_MAX = -8  # glibc's malloc.h
 
 
 def malloc_heap() -> dict[str, int]:
@@ -81,6 +83,19 @@ def release_free_heap() -> bool:
         return False
     _MALLOC_TRIM(0)
     return True
+
+
+def limit_malloc_arenas(arenas: int) -> bool:
+    """Cap glibc's heaps ("arenas") at ``arenas`` for the threads started from now on.
+
+    glibc gives threads heaps of their own, up to 8 per core, and each fragments on its own:
+    a worker's Kafka consumer thread, its index builds and RocksDB's threads churn buffers in
+    theirs, which a trim cannot fully give back. False where there is no ``mallopt`` (musl,
+    macOS) or ``arenas`` is 0 (glibc's default).
+    """
+    if _MALLOPT is None or arenas <= 0:
+        return False
+    return bool(_MALLOPT(_M_ARENA_MAX, arenas))
 
 
 def memory_parts(tables: Iterable[Any]) -> dict[str, int]:

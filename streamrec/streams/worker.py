@@ -10,6 +10,7 @@ import faust
 
 from streamrec.config import Settings
 from streamrec.streams.app import create_app
+from streamrec.streams.memory import limit_malloc_arenas
 from streamrec.streams.relay import create_relay_app
 from streamrec.streams.topics import create_topics
 
@@ -43,6 +44,7 @@ def run_worker(settings: Settings, relay: bool = False) -> None:
     except Exception as exc:  # noqa: BLE001 - a cluster may forbid creation; Faust still runs
         log.warning("could not create topics (%r); assuming they exist", exc)
     use_event_loop(settings.worker.event_loop)
+    limit_malloc_arenas(settings.worker.malloc_arenas)  # before Faust starts its threads
     app = create_relay_app(settings) if relay else create_app(settings)
     worker = Worker(app, loglevel=settings.worker.log_level.upper())
     worker.execute_from_commandline()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from types import SimpleNamespace
-
 import ctypes
 import ctypes.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import psutil
@@ -72,3 +74,30 @@ def test_trimming_gives_the_free_holes_inside_the_heap_back() -> None:
     assert release_free_heap()
     assert before - psutil.Process().memory_info().rss > 30 * 2**20
     libc.free(blocks[-1])
+
+
+ARENAS_SCRIPT = """
+import ctypes, sys, threading
+from streamrec.streams.memory import limit_malloc_arenas
+limit_malloc_arenas(int(sys.argv[1]))
+ready = threading.Barrier(6)
+def churn():
+    ready.wait()  # all at once, so glibc hands out heaps to threads that find the others busy
+    kept = [bytearray(4096) for _ in range(20_000)]
+threads = [threading.Thread(target=churn) for _ in range(6)]
+for thread in threads: thread.start()
+for thread in threads: thread.join()
+ctypes.CDLL(None).malloc_stats()  # one "Arena n:" paragraph per heap, on stderr
+"""
+
+
+@pytest.mark.skipif(malloc_heap() == {}, reason="glibc only")
+@pytest.mark.parametrize("arenas", [1, 2])
+def test_threads_share_at_most_the_configured_number_of_heaps(arenas: int) -> None:
+    def heaps(limit: int) -> int:
+        done = subprocess.run([sys.executable, "-c", ARENAS_SCRIPT, str(limit)], capture_output=True, text=True,
+                              check=True, env={**os.environ, "PYTHONMALLOC": "malloc"})
+        return done.stderr.count("Arena ")
+
+    assert heaps(0) > arenas  # glibc's default gives busy threads heaps of their own
+    assert heaps(arenas) <= arenas
