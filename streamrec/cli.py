@@ -410,7 +410,7 @@ def trainer(
     """
     import logging
 
-    from streamrec.streams.trainer import Trainer
+    from streamrec.streams.trainer import Trainer, yield_cpu
     from streamrec.streams.topics import create_topics
 
     settings = _settings(config, broker, prefix)
@@ -420,7 +420,7 @@ def trainer(
     for noisy in ("kafka", "aiokafka"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     _interrupt_on_termination()
-    os.nice(settings.sequence.trainer_nice)  # workers sharing the machine come first
+    yield_cpu(settings.sequence.trainer_nice, settings.sequence.trainer_idle)  # workers come first
     try:
         create_topics(settings)
         Trainer(settings, checkpoint).run(stop=lambda: False)

@@ -217,6 +217,7 @@ class SequenceSettings(_Section):
     max_users: int = Field(1_000_000, ge=1)
     holdout_share: float = Field(0.05, ge=0, lt=1)
     trainer_nice: int = Field(10, ge=0, le=19)
+    trainer_idle: bool = True
     max_quality_drop: float = Field(0.2, ge=0, le=1)
     weight: float = Field(1.5, ge=0, le=1000)
 
