@@ -115,6 +115,9 @@ class WorkerSettings(_Section):
     """The worker's event loop: uvloop (libuv, less CPU per message) or the standard library's."""
     owned_items_cached: int = Field(50_000, ge=0, le=10_000_000)
     """Most owned items kept decoded in memory (0: read and decode every update from RocksDB)."""
+    relay_record_bytes: int = Field(0, ge=0, le=1_000_000)
+    """``--relay`` only: pad each forwarded copy with trailing spaces (still valid JSON) to at
+    least this many bytes, so the relay's output topic grows like streamrec's lists do."""
 
     def rocksdb_options(self) -> dict[str, int]:
         """Faust's RocksDB store options: bounded memtables and block cache per table partition."""

@@ -33,7 +33,9 @@ from streamrec.errors import StreamrecError
 from streamrec.eval.synthetic import SyntheticConfig, SyntheticEvents, invalid_events
 from streamrec.load.demo import read_metrics, streamrec_process, worker_process
 from streamrec.load.producer import Message, produce, stamp_event
+from streamrec.models.online_recommender import MODEL_VERSION
 from streamrec.streams.clients import open_consumer, read
+from streamrec.streams.records import Recommendation, ScoredItem
 from streamrec.streams.topics import TopicNames, create_topics
 
 TARGETS = ("relay", "streamrec")
@@ -261,6 +263,8 @@ def run_step(base: Settings, config: E2EConfig, target: str, rate: float, run: s
     names = TopicNames.for_prefix(settings.topics.prefix)
     create_topics(settings)
     env = {"STREAMREC_TOPICS__PREFIX": settings.topics.prefix, "STREAMREC_WORKER__APP_ID": run}
+    if target == "relay":  # its output topic grows by as many bytes as streamrec's
+        env["STREAMREC_WORKER__RELAY_RECORD_BYTES"] = str(list_record_bytes(settings, config, run))
     with contextlib.ExitStack() as stack:
         pids, workers = [], []
         for n in range(config.workers):
@@ -291,6 +295,16 @@ def run_step(base: Settings, config: E2EConfig, target: str, rate: float, run: s
         result.update(_freshness(before, after))
         result.update(_batch_size(before, after))
     return {"target": target, "rate": rate, "workers": config.workers, "ready_s": round(ready_s, 1), **result}
+
+
+def list_record_bytes(settings: Settings, config: E2EConfig, run: str) -> int:
+    """Bytes of a typical recommendation list in step ``run`` (``model.k`` items, ids as long as
+    the synthetic ones get), the size the relay pads its copies to."""
+    recommendation = Recommendation(
+        user_id=f"u{config.users}", items=[ScoredItem(f"i{config.items}", 0.123456, "co-visit")] * settings.model.k,
+        trigger="event", model_version=MODEL_VERSION, source="online", emitted_ts=int(time.time() * 1000),
+        event_ts=int(time.time() * 1000), event_id=f"{run}-{10**6}")
+    return len(recommendation.to_json())
 
 
 def _worker_samples(workers: list[Settings]) -> dict[str, float]:

@@ -2,7 +2,8 @@
 
 It consumes ``streamrec.events`` with the worker's consumer tuning and producer, and sends
 every event unchanged to ``streamrec.recommendations`` (keyed as it came): no decoding, no
-state, no model. ``streamrec bench e2e`` runs it through the same broker, settings and
+state, no model. With ``worker.relay_record_bytes`` each copy is padded with trailing spaces
+to the size of a recommendation list, so both output topics hold as many bytes. ``streamrec bench e2e`` runs it through the same broker, settings and
 topic sizes as the worker, so what streamrec adds on top of Kafka and Faust shows as a
 difference.
 """
@@ -22,10 +23,17 @@ def create_relay_app(settings: Settings) -> TunedApp:
     names, n = TopicNames.for_prefix(settings.topics.prefix), settings.topics.partitions
     events = app.topic(names.events, partitions=n, **RAW_BYTES)
     output = app.topic(names.recommendations, partitions=n, **RAW_BYTES)
+    size = settings.worker.relay_record_bytes
 
     @app.agent(events, name="streamrec.relay")
     async def relay(stream: StreamT) -> None:
         async for event in stream.events():
-            output.send_soon(key=event.key, value=event.value)  # as the worker emits
+            output.send_soon(key=event.key, value=padded(event.value, size))  # as the worker emits
 
     return app
+
+
+def padded(value: bytes, size: int) -> bytes:
+    """``value`` (a JSON document) with trailing spaces up to ``size`` bytes: the same JSON, as
+    many bytes on the broker as a recommendation list (its fetches slow down with a topic's bytes)."""
+    return value + b" " * (size - len(value)) if len(value) < size else value

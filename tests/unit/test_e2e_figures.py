@@ -85,3 +85,19 @@ def test_the_time_to_emit_is_taken_from_lists_that_carry_the_workers_emit_time()
 
     assert tally.to_emit_ms == [70]
     assert len(tally.latencies_ms) == 2 and min(tally.latencies_ms) >= 100
+
+
+def test_the_relay_pads_its_copies_to_a_lists_size_and_they_still_parse_as_the_event() -> None:
+    import json
+
+    from streamrec.config import Settings, with_section
+    from streamrec.load.e2e import E2EConfig, list_record_bytes
+    from streamrec.streams.relay import padded
+
+    size = list_record_bytes(Settings(), E2EConfig(rates=[1000]), "e2e1-0-relay")
+    longer = list_record_bytes(with_section(Settings(), "model", k=20), E2EConfig(rates=[1000]), "e2e1-0-relay")
+    assert 500 < size < longer  # ten scored items and the list's fields; more items, more bytes
+    event = json.dumps({"user_id": "u1", "item_id": "i2", "event_id": "e2e1-0-relay-7", "ts": 1}).encode()
+    copy = padded(event, size)
+    assert len(copy) == size and json.loads(copy) == json.loads(event)
+    assert padded(event, 0) == event and padded(copy, 10) == copy  # never cut
