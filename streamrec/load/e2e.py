@@ -87,6 +87,8 @@ class _Tally:
     latencies_ms: list[float] = field(default_factory=list)
     to_emit_ms: list[float] = field(default_factory=list)
     """Event send time to the worker's ``emitted_ts`` (streamrec's lists carry it; the relay's copies do not)."""
+    to_record_ms: list[float] = field(default_factory=list)
+    """Event send time to the output record's timestamp (when the worker's producer took it)."""
     answered_s: list[float] = field(default_factory=list)
     """When each latency was taken, in seconds since ``started``."""
     started: float = field(default_factory=time.monotonic)
@@ -96,7 +98,7 @@ class _Tally:
     dead_letters: int = 0
     invalid_sent: int = 0
 
-    def on_record(self, topic: str, value: Any, dead_letter_topic: str) -> None:
+    def on_record(self, topic: str, value: Any, dead_letter_topic: str, created_ms: int | None = None) -> None:
         if topic == dead_letter_topic:
             self.dead_letters += 1
             return
@@ -114,6 +116,8 @@ class _Tally:
             emitted = value.get("emitted_ts")
             if isinstance(emitted, int):
                 self.to_emit_ms.append(emitted - ts)
+            if created_ms is not None:
+                self.to_record_ms.append(created_ms - ts)
 
 
 def _events(config: E2EConfig, run: str, tally: _Tally | None) -> Iterator[Message | Callable[[], Message]]:
@@ -330,17 +334,21 @@ def _stages(samples: dict[str, float]) -> dict[str, float]:
 
 
 def _freshness(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Item freshness during the step (owner's write → searchable in a worker's index): the
-    bucket bounds p50 and p99 fall under, in ms (``streamrec_item_freshness_seconds``)."""
-    prefix = 'streamrec_item_freshness_seconds_bucket{le="'
-    buckets = sorted((float(name[len(prefix):].split('"')[0]), after[name] - before.get(name, 0.0))
-                     for name in after if name.startswith(prefix))
-    total = buckets[-1][1] if buckets else 0.0
-    if total <= 0:
-        return {}
-    bound = {q: next(le for le, count in buckets if count >= q * total) for q in (0.5, 0.99)}
-    return {"item_updates_indexed": int(total),
-            **{f"freshness_p{round(q * 100)}_ms_at_most": le * 1000 for q, le in bound.items()}}
+    """Item freshness during the step (owner's write → searchable in a worker's index) and the
+    events' age when the worker started on them: the bucket bounds p50 and p99 fall under, in ms
+    (``streamrec_item_freshness_seconds``, ``streamrec_event_age_seconds``)."""
+    figures: dict[str, float] = {}
+    for metric, count, name in (("streamrec_item_freshness_seconds", "item_updates_indexed", "freshness"),
+                                ("streamrec_event_age_seconds", "events_aged", "event_age")):
+        prefix = f'{metric}_bucket{{le="'
+        buckets = sorted((float(key[len(prefix):].split('"')[0]), after[key] - before.get(key, 0.0))
+                         for key in after if key.startswith(prefix))
+        total = buckets[-1][1] if buckets else 0.0
+        if total > 0:
+            bound = {q: next(le for le, n in buckets if n >= q * total) for q in (0.5, 0.99)}
+            figures.update({count: int(total),
+                            **{f"{name}_p{round(q * 100)}_ms_at_most": le * 1000 for q, le in bound.items()}})
+    return figures
 
 
 def _batch_size(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
@@ -381,7 +389,7 @@ def _measure(settings: Settings, names: TopicNames, config: E2EConfig, run: str,
             for record in read(consumer, until_s=deadline,
                                stop=lambda: not producer.is_alive() and len(tally.received) >= valid
                                and (not dead_letters or tally.dead_letters >= tally.invalid_sent)):
-                tally.on_record(record.topic, record.value, names.dead_letter)
+                tally.on_record(record.topic, record.value, names.dead_letter, record.created_ms)
         finally:
             producer.join(30)
             consumer.close()
@@ -399,8 +407,8 @@ def _measure(settings: Settings, names: TopicNames, config: E2EConfig, run: str,
         "elapsed_s": round(elapsed_s, 1), "worker_cpu_s": round(worker_cpu_s, 2),
         **{f"latency_p{q}_ms": round(float(np.percentile(latencies, q)), 1) for q in (50, 95, 99)},
         "latency_max_ms": round(float(np.max(latencies)), 1),
-        **({f"emit_p{q}_ms": round(float(np.percentile(tally.to_emit_ms, q)), 1) for q in (50, 99)}
-           if tally.to_emit_ms else {}),
+        **{f"{name}_p{q}_ms": round(float(np.percentile(values, q)), 1) for q in (50, 99)
+           for name, values in (("emit", tally.to_emit_ms), ("record", tally.to_record_ms)) if values},
         "lag_max": max((s["lag"] for s in samples), default=0),
         **{f"{key}_mean": round(float(np.mean([s[key] for s in samples])) if samples else 0.0, 1)
            for key in ("cpu_percent", "broker_cpu_percent", "bench_cpu_percent")},

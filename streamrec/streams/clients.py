@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaException, Producer, TopicPartition
 
 from streamrec.config import KafkaSettings, Settings
 from streamrec.errors import BrokerError, StreamrecError
@@ -107,6 +107,8 @@ class Received:
     key: str | None
     value: Any
     received_ms: int
+    created_ms: int | None = None
+    """The record's timestamp (the producer's send time, or the broker's append time), if it has one."""
 
 
 class StreamConsumer:
@@ -178,8 +180,10 @@ def read(consumer: StreamConsumer, idle_timeout_s: float | None = None,
         for message in messages:
             last = time.monotonic()
             key = message.key()
+            kind, created = message.timestamp()
             yield Received(message.topic(), message.partition(), message.offset(),
-                           key.decode(errors="replace") if key else None, _decode(message.value()), arrived)
+                           key.decode(errors="replace") if key else None, _decode(message.value()), arrived,
+                           created if kind != TIMESTAMP_NOT_AVAILABLE else None)
 
 
 def _decode(value: bytes | None) -> Any:

@@ -94,6 +94,10 @@ class WorkerMetrics:
             "streamrec_item_freshness_seconds", "From an item owner's write of an item's new state to "
             "the item searchable with it in this worker's index (once the replica has caught up).",
             buckets=FRESHNESS_BUCKETS, registry=self.registry)
+        self.event_age = Histogram(
+            "streamrec_event_age_seconds", "From an event's timestamp to this worker starting on it (its "
+            "micro-batch begins): the time it spent in Kafka, the consumer and Faust's buffers.",
+            buckets=FRESHNESS_BUCKETS, registry=self.registry)
         self.stage_seconds = Counter(
             "streamrec_stage_seconds", "Seconds spent in each stage of the worker's own work; the rest of its "
             "CPU goes to Faust, the Kafka clients and the event loop.", ["stage"], registry=self.registry)

@@ -283,6 +283,7 @@ class Pipeline:
                 self.metrics.events_in.labels("duplicate").inc()
                 continue
             event_ts = record.ts_ms if record.ts_ms is not None else int(event.message.timestamp * 1000)
+            self.metrics.event_age.observe(max(now - event_ts, 0) / 1000)
             weight = event_weight(record.type, record.value, self.settings.events.types,
                                   self.settings.events.value_weighted_types)
             deltas = learn(record.user_id, state, record.item_id, record.event_id, weight, event_ts,

@@ -56,6 +56,13 @@ def test_freshness_is_read_from_the_histogram_buckets_added_during_the_step() ->
                        "freshness_p99_ms_at_most": 50.0}
     assert _freshness(buckets(5, 5, 5), buckets(5, 5, 5)) == {}  # nothing indexed (the relay)
 
+    def ages(*counts: int) -> dict[str, float]:
+        return {key.replace("item_freshness", "event_age"): n for key, n in buckets(*counts).items()}
+
+    both = _freshness({**buckets(0, 0, 0), **ages(0, 0, 0)}, {**buckets(60, 109, 110), **ages(1, 2, 4)})
+    assert (both["freshness_p50_ms_at_most"], both["events_aged"]) == (10.0, 4)
+    assert (both["event_age_p50_ms_at_most"], both["event_age_p99_ms_at_most"]) == (50.0, float("inf"))
+
 
 def test_the_mean_batch_is_read_from_the_histogram_added_during_the_step() -> None:
     before = {"streamrec_batch_events_count": 10.0, "streamrec_batch_events_sum": 10.0}
@@ -80,10 +87,12 @@ def test_the_report_compares_streamrec_with_and_without_the_trainer_at_each_rate
 def test_the_time_to_emit_is_taken_from_lists_that_carry_the_workers_emit_time() -> None:
     tally = _Tally(prefix="x-")
     now_ms = int(time.time() * 1000)
-    tally.on_record("out", {"event_id": "x-1", "event_ts": now_ms - 100, "emitted_ts": now_ms - 30}, "dead")
+    tally.on_record("out", {"event_id": "x-1", "event_ts": now_ms - 100, "emitted_ts": now_ms - 30}, "dead",
+                    created_ms=now_ms - 20)
     tally.on_record("out", {"event_id": "x-2", "ts": now_ms - 100}, "dead")  # a relay's copy: no emit time
 
     assert tally.to_emit_ms == [70]
+    assert tally.to_record_ms == [80]  # the output record's timestamp, when it has one
     assert len(tally.latencies_ms) == 2 and min(tally.latencies_ms) >= 100
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import asyncio
 import base64
 import json
@@ -125,6 +127,19 @@ def test_event_without_ts_uses_the_message_timestamp(app: StreamrecApp, outputs)
 
     assert outputs["recommendations"].values[0]["event_ts"] == T0_MS
     assert outputs["item_updates"].item_deltas[0][1]["ts_ms"] == T0_MS
+
+
+def test_the_age_of_each_applied_event_is_observed_when_its_batch_starts(app: StreamrecApp, outputs) -> None:
+    sent_ms = int(time.time() * 1000) - 2_000  # it waited two seconds somewhere before the worker
+
+    async def scenario(feed: Feed) -> None:
+        await feed.put(event(event_id="e1", ts=sent_ms), key=b"u1")
+        await feed.put(b"not json", key=b"u1")  # never applied: no age
+
+    run_events(app, scenario)
+
+    assert counted(app.pipeline, "streamrec_event_age_seconds_count") == 1
+    assert 2.0 <= counted(app.pipeline, "streamrec_event_age_seconds_sum") < 10.0
 
 
 @pytest.mark.parametrize("kind", sorted(invalid_events()))
