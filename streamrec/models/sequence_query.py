@@ -160,13 +160,22 @@ class SequenceQuery:
             result[n] = scores
         return result
 
+    def prepare(self, catalog: ItemCatalog) -> None:
+        """Map the catalogue's rows to scoring rows now, fitting the projection of unknown items
+        (about 40 ms on 10k items), so the first query after a swap does not pay for it.
+
+        Safe in a loading thread while the catalogue grows: rows added meanwhile are mapped by
+        the next query, and if rows moved, the generation recorded first makes it map all again.
+        """
+        self._catalogue_rows(catalog)
+
     def _indices(self, recent: Sequence[ItemId]) -> list[int]:
         return [self.index[item_id] + 1 for item_id in recent if item_id in self.index][-self.max_len:]
 
     def _catalogue_rows(self, catalog: ItemCatalog) -> np.ndarray:
-        n = len(catalog)
-        if catalog.generation != self._generation:  # rows moved: map them all again
-            self._rows, self._generation = np.zeros(0, dtype=np.intp), catalog.generation
+        generation, n = catalog.generation, len(catalog)  # the generation first (see prepare)
+        if generation != self._generation:  # rows moved: map them all again
+            self._rows, self._generation = np.zeros(0, dtype=np.intp), generation
             self._scoring, self._projection = self.vectors, None
         if self._rows.size < n:  # new rows are appended: map only those
             start = self._rows.size

@@ -17,6 +17,7 @@ events (by user) ──► validate, dedup, learn (users table) ──► recomm
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -502,7 +503,7 @@ class Pipeline:
             self.newest_snapshot = None
             started = time.perf_counter()
             try:
-                query = await asyncio.to_thread(load_sequence_query, data)
+                query = await asyncio.to_thread(self._load_prepared, data)
             except ValueError as exc:  # InvalidSnapshot: unreadable, inconsistent or non-finite
                 self.metrics.sequence_snapshots.labels("refused").inc()
                 log.warning("sequence model %s refused: %s; still serving %s", version, exc, self.serving_version())
@@ -511,6 +512,13 @@ class Pipeline:
             self.metrics.sequence_snapshots.labels("served").inc()
             log.info("sequence model %s served (%d items; loaded in %.0f ms)", query.version,
                      len(query.index), (time.perf_counter() - started) * 1000)
+
+    def _load_prepared(self, data: bytes) -> SequenceQuery:
+        """The snapshot's query, its catalogue rows and projection ready (in the loading thread)."""
+        query = load_sequence_query(data)
+        with contextlib.suppress(IndexError):  # rows moved mid-way (a prune): the first query maps them again
+            query.prepare(self.catalog)
+        return query
 
     # -- items ----------------------------------------------------------------
 

@@ -189,3 +189,20 @@ def test_numpy_queries_equal_the_torch_model_and_padding_changes_nothing(heads: 
             np.testing.assert_allclose(model.query(trimmed)[0].numpy(), expected, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(encoder.query(items), expected, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(together[row], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_query_prepared_for_the_catalogue_scores_as_one_that_was_not_even_after_it_grows() -> None:
+    snapshot = rule_trained(dataclasses.replace(SMALL, dim=8), steps=3).snapshot("v1", 0)
+    rng = np.random.default_rng(1)
+    config = ItemConfig(OnlineMFConfig(dim=8), 3600.0, 4)
+    catalog = ItemCatalog(3600.0, 8, 100)
+    for item_id in snapshot.item_ids:
+        catalog.upsert(item_id, OwnedItem(vector=rng.normal(size=8).astype(np.float32)).published(config))
+    catalog.upsert("new", OwnedItem(vector=rng.normal(size=8).astype(np.float32)).published(config))
+    prepared, fresh = SequenceQuery(snapshot), SequenceQuery(snapshot)
+
+    prepared.prepare(catalog)  # as the worker's loading thread does before the swap
+    assert prepared._projection is not None  # the unknown item's projection is fitted already
+    catalog.upsert("newer", OwnedItem(vector=rng.normal(size=8).astype(np.float32)).published(config))
+
+    np.testing.assert_array_equal(prepared.scores(["i1", "i10"], catalog), fresh.scores(["i1", "i10"], catalog))
