@@ -22,7 +22,7 @@ def _pairs(steps: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, 
         if step.get("phase", "fixed") != "fixed":
             continue
         by_rate.setdefault(step["rate"], {})[step["target"]] = step
-    return [(pair["relay"], pair["streamrec"]) for pair in by_rate.values() if len(pair) == 2]
+    return [(pair["relay"], pair["streamrec"]) for pair in by_rate.values() if {"relay", "streamrec"} <= pair.keys()]
 
 
 def _save(fig: plt.Figure, axes: list[plt.Axes], path: Path) -> None:
@@ -147,21 +147,26 @@ def _markdown(result: dict[str, Any]) -> str:
         f"**streamrec** ({config['workers']} worker(s)). Each step: {config['warmup_events']:,} warm-up events, then "
         f"{config['duration_s']:g} s at the offered rate; {config['users']:,} users, {config['items']:,} items "
         f"(Zipf), one invalid event in {config['invalid_every']}. Latency: the event's send time to the moment "
-        "the benchmark read its recommendation (same clock). Of which to emit: the event's send time to "
-        "the moment the worker handed its list to the producer (`emitted_ts`), the rest being the "
-        "list's way through the broker to the reader.",
+        "the benchmark read its recommendation (same clock). Of which to the output record: the event's "
+        "send time to the timestamp the worker's producer gave its output record (the relay's copy, "
+        "streamrec's list); the rest is that record's way through the broker to the reader. Event "
+        "age: how long events had waited when the worker started on them "
+        "(`streamrec_event_age_seconds`, bucket bounds).",
         "",
-        "| events/s | relay p50 / p99 ms | streamrec p50 / p99 ms | of which to emit p50 / p99 ms "
+        "| events/s | relay p50 / p99 ms | streamrec p50 / p99 ms "
+        "| of which to the output record p50 / p99 ms (relay; streamrec) | event age p50 / p99 ms "
         "| added p50 / p99 ms | streamrec p95 / max ms "
         "| answered | dead-lettered | output/s (relay, streamrec) | max lag | CPU % workers, broker, bench | RSS MB "
         "| item freshness p50 / p99 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for relay, mine in _pairs(result["steps"]):
         lines.append(
             f"| {mine['rate']:,.0f} | {relay['latency_p50_ms']} / {relay['latency_p99_ms']} "
             f"| {mine['latency_p50_ms']} / {mine['latency_p99_ms']} "
-            f"| {mine.get('emit_p50_ms', 'n/a')} / {mine.get('emit_p99_ms', 'n/a')} "
+            f"| {relay.get('record_p50_ms', 'n/a')} / {relay.get('record_p99_ms', 'n/a')}; "
+            f"{mine.get('record_p50_ms', 'n/a')} / {mine.get('record_p99_ms', 'n/a')} "
+            f"| ≤ {mine.get('event_age_p50_ms_at_most', 'n/a')} / ≤ {mine.get('event_age_p99_ms_at_most', 'n/a')} "
             f"| {mine['latency_p50_ms'] - relay['latency_p50_ms']:+.1f} / {mine['latency_p99_ms'] - relay['latency_p99_ms']:+.1f} "
             f"| {mine['latency_p95_ms']} / {mine['latency_max_ms']} "
             f"| {mine['received']:,}/{mine['valid_sent']:,} | {mine['dead_lettered']}/{mine['invalid_sent']} "

@@ -84,6 +84,17 @@ def test_the_report_compares_streamrec_with_and_without_the_trainer_at_each_rate
     assert _trainer_lines([step("relay", 5, 9), step("streamrec", 10.0, 20.0)]) == []
 
 
+def test_the_relay_and_streamrec_pair_up_per_rate_when_the_trainer_ran_too() -> None:
+    from streamrec.load.e2e_report import _pairs
+
+    steps = [{"target": target, "rate": rate} for rate in (200.0, 500.0)
+             for target in ("relay", "streamrec", "streamrec+trainer")]
+    pairs = _pairs(steps)
+
+    assert [(relay["target"], mine["target"], mine["rate"]) for relay, mine in pairs] == [
+        ("relay", "streamrec", 200.0), ("relay", "streamrec", 500.0)]
+
+
 def test_the_time_to_emit_is_taken_from_lists_that_carry_the_workers_emit_time() -> None:
     tally = _Tally(prefix="x-")
     now_ms = int(time.time() * 1000)
