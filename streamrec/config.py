@@ -211,7 +211,7 @@ class SequenceSettings(_Section):
     batch_size: int = Field(128, ge=1, le=65_536)
     learning_rate: float = Field(0.001, ge=0, le=1)
     weight_decay: float = Field(0.0, ge=0, le=1)
-    recent_share: float = Field(0.75, ge=0, le=1)
+    recent_share: float = Field(0.25, ge=0, le=1)
     seed: int = Field(0, ge=0)
     threads: int = Field(1, ge=1, le=256)
     train_every_events: int = Field(2000, ge=1)

@@ -54,6 +54,8 @@ def _plot_vs_rate(steps: list[dict[str, Any]], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for target in _COLOURS:
         mine = sorted((step for step in steps if step["target"] == target), key=lambda step: step["rate"])
+        if not mine:  # not run (the trainer without --trainer): no empty legend entry
+            continue
         rates = [step["rate"] for step in mine]
         left.plot(rates, [step["latency_p50_ms"] for step in mine], "o-", color=_COLOURS[target], label=f"{target} p50")
         left.plot(rates, [step["latency_p99_ms"] for step in mine], "s--", color=_COLOURS[target], label=f"{target} p99")

@@ -63,7 +63,7 @@ class SequenceConfig:
     batch_size: int = 128
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
-    recent_share: float = 0.75
+    recent_share: float = 0.25
     seed: int = 0
     threads: int = 1
 
