@@ -367,7 +367,7 @@ def train(
     except (StreamrecError, ValueError) as exc:
         _fail(str(exc))
     sequence = settings.sequence
-    sequences = Sequences(sequence.max_len, sequence.max_users)
+    sequences = Sequences(sequence.history, sequence.max_users)
     for event in interactions:
         sequences.add(event.user_id, event.item_id)
     if not any(len(items) > 1 for items in sequences.users.values()):

@@ -212,6 +212,7 @@ class SequenceSettings(_Section):
     learning_rate: float = Field(0.001, ge=0, le=1)
     weight_decay: float = Field(0.0, ge=0, le=1)
     recent_share: float = Field(0.25, ge=0, le=1)
+    history: int = Field(200, ge=1, le=10_000)
     seed: int = Field(0, ge=0)
     threads: int = Field(1, ge=1, le=256)
     train_every_events: int = Field(2000, ge=1)
@@ -231,7 +232,7 @@ class SequenceSettings(_Section):
         return SequenceConfig(max_len=self.max_len, dim=self.dim, blocks=self.blocks, heads=self.heads,
                               dropout=self.dropout, negatives=self.negatives, batch_size=self.batch_size,
                               learning_rate=self.learning_rate, weight_decay=self.weight_decay,
-                              recent_share=self.recent_share, seed=self.seed,
+                              recent_share=self.recent_share, history=self.history, seed=self.seed,
                               threads=self.threads)
 
     def schedule(self) -> TrainerSchedule:
@@ -241,9 +242,12 @@ class SequenceSettings(_Section):
         return TrainerSchedule(self.train_every_events, self.train_steps, self.max_users)
 
     @model_validator(mode="after")
-    def _heads_divide_dim(self) -> SequenceSettings:
+    def _consistent(self) -> SequenceSettings:
         if self.dim % self.heads:
             raise ValueError(f"sequence.dim ({self.dim}) must be divisible by sequence.heads ({self.heads})")
+        if self.history < self.max_len:
+            raise ValueError(f"sequence.history ({self.history}) must be >= sequence.max_len ({self.max_len}): "
+                             "the trainer keeps at least what the model reads")
         return self
 
 

@@ -45,7 +45,7 @@ class SequenceRecommender(InProcessRecommender):
                  publish_every: int = 1) -> None:
         super().__init__(config, publish_every)
         self.schedule = schedule
-        self.sequences = Sequences(sequence.max_len, schedule.max_users)
+        self.sequences = Sequences(sequence.history, schedule.max_users)
         self.trainer = SequenceTrainer(sequence, self.sequences)
         self.serving: SequenceQuery | None = None  # no snapshot before the first training round
         self.events = 0

@@ -47,6 +47,10 @@ class SequenceConfig:
     recent_share
         Share of each batch drawn from the users active since the last training round
         (the rest uniformly from all users), so a round learns what is happening now.
+    history
+        Distinct items the trainer keeps per user (at least ``max_len``). A training
+        sequence is the latest ``max_len + 1`` of them, or half the time a window ending at
+        a random earlier item, so transitions older than what the model reads still teach.
     seed
         Seeds the weights, dropout and the batch sampling.
     threads
@@ -64,6 +68,7 @@ class SequenceConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     recent_share: float = 0.25
+    history: int = 200
     seed: int = 0
     threads: int = 1
 
@@ -75,6 +80,8 @@ class SequenceConfig:
             raise ValueError(f"sequence model dim {self.dim} is not divisible by heads {self.heads}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"sequence model dropout must be in [0, 1), got {self.dropout}")
+        if self.history < self.max_len:
+            raise ValueError(f"sequence model history ({self.history}) must be >= max_len ({self.max_len})")
         if not 0.0 <= self.recent_share <= 1.0:
             raise ValueError(f"sequence model recent_share must be in [0, 1], got {self.recent_share}")
         if not self.learning_rate >= 0.0:

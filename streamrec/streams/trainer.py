@@ -85,7 +85,7 @@ class Trainer:
         sequence = settings.sequence
         self.schedule = sequence.schedule()
         self.served = SequenceSnapshot.load(checkpoint) if checkpoint is not None else self._newest_published()
-        self.sequences = Sequences(sequence.max_len, sequence.max_users)
+        self.sequences = Sequences(sequence.history, sequence.max_users)
         if self.served is not None:  # go on from it: same item indices, same weights
             for item_id in self.served.item_ids:
                 self.sequences.item_index(item_id)

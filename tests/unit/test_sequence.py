@@ -33,7 +33,7 @@ def rule_sequence(start: int, length: int) -> list[int]:
 
 def rule_trained(config: SequenceConfig, steps: int = 150) -> SequenceTrainer:
     rng = np.random.default_rng(0)
-    sequences = Sequences(config.max_len)
+    sequences = Sequences(config.history)
     for user in range(300):
         for item in rule_sequence(int(rng.integers(0, N_ITEMS)), 12):
             sequences.add(f"u{user}", f"i{item}")
@@ -80,7 +80,7 @@ def test_a_position_sees_only_earlier_items() -> None:
 
 
 def test_sequences_are_bounded_in_length_and_users_and_keep_the_latest_order() -> None:
-    sequences = Sequences(max_len=3, max_users=2)
+    sequences = Sequences(history=3, max_users=2)
     for item in ["a", "b", "c", "a", "d", "e"]:
         sequences.add("ann", item)
     sequences.add("bob", "a")
@@ -92,7 +92,7 @@ def test_sequences_are_bounded_in_length_and_users_and_keep_the_latest_order() -
     sequences.add("bob", "b")
     for item in ["c", "b", "d", "e"]:
         sequences.add("bob", item)
-    assert [ids[i - 1] for i in sequences.of("bob")] == ["c", "b", "d", "e"]  # max_len + 1, re-chosen moves last
+    assert [ids[i - 1] for i in sequences.of("bob")] == ["c", "b", "d", "e"]  # history + 1, re-chosen moves last
 
 
 def test_a_snapshot_round_trips_and_a_damaged_one_is_refused(tmp_path: Path) -> None:
@@ -206,3 +206,26 @@ def test_a_query_prepared_for_the_catalogue_scores_as_one_that_was_not_even_afte
     catalog.upsert("newer", OwnedItem(vector=rng.normal(size=8).astype(np.float32)).published(config))
 
     np.testing.assert_array_equal(prepared.scores(["i1", "i10"], catalog), fresh.scores(["i1", "i10"], catalog))
+
+
+def test_training_reads_the_latest_window_or_one_ending_at_an_earlier_item_of_a_longer_history() -> None:
+    config = dataclasses.replace(SMALL, max_len=4, history=30)
+    trainer = SequenceTrainer(config, Sequences(config.history))
+    kept = list(range(1, 31))
+
+    windows = [trainer._window(kept) for _ in range(400)]
+
+    assert all(window == kept[:len(window)] and len(window) >= config.max_len + 1 for window in windows)
+    latest = sum(window == kept for window in windows)
+    assert 120 < latest < 280  # about half read the newest items
+    assert min(len(window) for window in windows) < 10  # the others reach far back
+    assert trainer._window([1, 2, 3]) == [1, 2, 3]  # nothing older to choose from
+
+
+def test_the_trainer_keeps_at_least_what_the_model_reads() -> None:
+    from streamrec.config import SequenceSettings
+
+    with pytest.raises(ValueError, match="history"):
+        SequenceConfig(max_len=50, history=20)
+    with pytest.raises(ValueError, match="sequence.history"):
+        SequenceSettings(max_len=300)
