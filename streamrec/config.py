@@ -223,7 +223,7 @@ class SequenceSettings(_Section):
     trainer_nice: int = Field(10, ge=0, le=19)
     trainer_idle: bool = True
     max_quality_drop: float = Field(0.2, ge=0, le=1)
-    weight: float = Field(1.5, ge=0, le=1000)
+    weight: float = Field(2.5, ge=0, le=1000)
 
     def config(self) -> SequenceConfig:
         """The pure model's configuration."""

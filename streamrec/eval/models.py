@@ -26,7 +26,7 @@ class ModelSetup:
     """Publish item changes to the replica every n events (1: at once)."""
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     schedule: TrainerSchedule = field(default_factory=TrainerSchedule)
-    sequence_weight: float = 1.5
+    sequence_weight: float = 2.5
     """The sequence model's weight in ``streamrec+sequence``."""
 
     def with_fusion(self, fusion: FusionWeights) -> RecommenderConfig:

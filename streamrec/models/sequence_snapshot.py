@@ -49,8 +49,8 @@ class SequenceConfig:
         (the rest uniformly from all users), so a round learns what is happening now.
     history
         Distinct items the trainer keeps per user (at least ``max_len``). A training
-        sequence is the latest ``max_len + 1`` of them, or half the time a window ending at
-        a random earlier item, so transitions older than what the model reads still teach.
+        sequence is the latest ``max_len + 1`` of them, or more often a window ending at a
+        random earlier item, so transitions older than what the model reads still teach.
     seed
         Seeds the weights, dropout and the batch sampling.
     threads
