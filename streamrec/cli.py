@@ -549,8 +549,9 @@ def bench_e2e(
     soak: Annotated[float, typer.Option(min=0, metavar="MINUTES", help="Instead of the rate steps: relay, then "
                                         "streamrec, for MINUTES each at the first --rates value (memory trend, "
                                         "latency drift).")] = 0.0,
-    trainer: Annotated[bool, typer.Option("--trainer", help="Also run each rate as streamrec+trainer: the worker "
-                                          "serving the sequence model while `streamrec trainer` runs beside it.")] = False,
+    trainer: Annotated[bool, typer.Option("--trainer", help="Also run each rate as streamrec+snapshot (the "
+                                          "worker serving the trainer's first sequence-model snapshot, the trainer "
+                                          "stopped) and streamrec+trainer (`streamrec trainer` running beside it).")] = False,
     broker: BrokerOption = None,
     out: Annotated[Path | None, typer.Option(help="Results directory (default: bench/results/<timestamp>).")] = None,
     config: ConfigOption = None,

@@ -39,8 +39,12 @@ from streamrec.streams.records import Recommendation, ScoredItem
 from streamrec.streams.topics import TopicNames, create_topics
 
 TARGETS = ("relay", "streamrec")
+WITH_SNAPSHOT = "streamrec+snapshot"
+"""A target of ``--trainer``: streamrec serving the trainer's first snapshot, the trainer stopped
+(what querying the sequence model costs, apart from training beside the worker)."""
 WITH_TRAINER = "streamrec+trainer"
-"""The third target of ``--trainer``: streamrec serving the sequence model while the trainer runs beside it."""
+"""A target of ``--trainer``: streamrec serving the sequence model while the trainer runs beside it."""
+SEQUENCE_TARGETS = (WITH_SNAPSHOT, WITH_TRAINER)
 SNAPSHOT_WAIT_S = 300.0
 
 
@@ -65,12 +69,13 @@ class E2EConfig:
     window_s: float = 30.0
     """Latency percentiles are also reported per window of this many seconds (drift over a step)."""
     trainer: bool = False
-    """Also run each rate as :data:`WITH_TRAINER` (the sequence trainer's cost to the hot path)."""
+    """Also run each rate as :data:`WITH_SNAPSHOT` and :data:`WITH_TRAINER` (the sequence model's cost
+    to the hot path: its queries, then the trainer beside the worker)."""
 
     @property
     def targets(self) -> tuple[str, ...]:
         """The processes each rate runs, in order."""
-        return (*TARGETS, WITH_TRAINER) if self.trainer else TARGETS
+        return (*TARGETS, *SEQUENCE_TARGETS) if self.trainer else TARGETS
 
     @property
     def measured_s(self) -> float:
@@ -277,8 +282,9 @@ def run_step(base: Settings, config: E2EConfig, target: str, rate: float, run: s
                                                          relay=target == "relay"))
             pids.append(process.pid)
             workers.append(worker)
-        if target == WITH_TRAINER:
-            stack.enter_context(streamrec_process(["trainer"], settings, workdir / f"{run}-trainer.log", env=env))
+        training = stack.enter_context(contextlib.ExitStack())
+        if target in SEQUENCE_TARGETS:
+            training.enter_context(streamrec_process(["trainer"], settings, workdir / f"{run}-trainer.log", env=env))
         ready_s = _wait_until_answering(settings, names, 120)
         if config.warmup_events:
             warm = f"{run}-warm"
@@ -288,9 +294,11 @@ def run_step(base: Settings, config: E2EConfig, target: str, rate: float, run: s
             settled = _wait_until_idle(pids, 60)
             say(f"    {target}: ready in {ready_s:.1f} s, warm-up {warmed:,}/{config.warmup_events:,} answered, "
                 f"idle after {settled:.1f} s more")
-        if target == WITH_TRAINER:
+        if target in SEQUENCE_TARGETS:
             waited = _wait_for_snapshot(workers, SNAPSHOT_WAIT_S)
             say(f"    {target}: every worker serves a sequence-model snapshot ({waited:.1f} s more)")
+        if target == WITH_SNAPSHOT:
+            training.close()  # the snapshot stays served; only its queries are measured
         before = _worker_samples(workers)
         result = _measure(settings, names, config, run, rate, pids, broker_pid, dead_letters=target != "relay",
                           memory=lambda: _memory_mb(_worker_samples(workers)))

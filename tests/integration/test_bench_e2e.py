@@ -51,7 +51,7 @@ def test_a_short_soak_reports_windows_the_rss_trend_and_its_plot(settings: Setti
     assert "## Soak: 60 events/s" in report.read_text() and (tmp_path / "report" / "soak.png").stat().st_size > 10_000
 
 
-def test_with_trainer_runs_a_third_step_serving_the_sequence_model(settings: Settings, tmp_path: Path,
+def test_with_trainer_runs_steps_serving_the_sequence_model_without_and_with_the_trainer(settings: Settings, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in {"DIM": "16", "MAX_LEN": "10", "BATCH_SIZE": "32", "TRAIN_EVERY_EVENTS": "100",
                         "TRAIN_STEPS": "5"}.items():
@@ -60,8 +60,9 @@ def test_with_trainer_runs_a_third_step_serving_the_sequence_model(settings: Set
                        trainer=True)
     result = benchmark_e2e(settings, config, broker=settings.kafka.broker, say=lambda _: None)
 
-    assert [step["target"] for step in result["steps"]] == ["relay", "streamrec", "streamrec+trainer"]
-    trained = result["steps"][2]
-    assert trained["received"] == trained["valid_sent"] == 294 and trained["dead_lettered"] == 6, trained
+    assert [step["target"] for step in result["steps"]] == ["relay", "streamrec", "streamrec+snapshot",
+                                                            "streamrec+trainer"]
+    for step in result["steps"][2:]:
+        assert step["received"] == step["valid_sent"] == 294 and step["dead_lettered"] == 6, step
     text = write_report(result, tmp_path / "report").read_text()
-    assert "| events/s | streamrec p50 / p99 ms | with trainer p50 / p99 ms |" in text
+    assert "| events/s | streamrec p50 / p99 ms | serving a snapshot p50 / p99 ms | with trainer p50 / p99 ms |" in text

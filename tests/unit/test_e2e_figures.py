@@ -78,9 +78,13 @@ def test_the_report_compares_streamrec_with_and_without_the_trainer_at_each_rate
         return {"target": target, "rate": 500.0, "latency_p50_ms": p50, "latency_p99_ms": p99,
                 "received": 10, "valid_sent": 10, "cpu_percent_mean": 50.0}
 
-    lines = _trainer_lines([step("relay", 5, 9), step("streamrec", 10.0, 20.0), step("streamrec+trainer", 11.5, 23.0)])
+    lines = _trainer_lines([step("relay", 5, 9), step("streamrec", 10.0, 20.0), step("streamrec+snapshot", 10.5, 21.0),
+                            step("streamrec+trainer", 11.5, 23.0)])
 
-    assert lines[-1].startswith("| 500 | 10.0 / 20.0 | 11.5 / 23.0 | +1.5 / +3.0 |")
+    assert lines[-1].startswith("| 500 | 10.0 / 20.0 | 10.5 / 21.0 | 11.5 / 23.0 | +0.5 / +1.0 | +1.0 / +2.0 "
+                                "| +1.5 / +3.0 |")
+    older = _trainer_lines([step("streamrec", 10.0, 20.0), step("streamrec+trainer", 11.5, 23.0)])  # no snapshot step
+    assert older[-1].startswith("| 500 | 10.0 / 20.0 |  | 11.5 / 23.0 |  |  | +1.5 / +3.0 |")
     assert _trainer_lines([step("relay", 5, 9), step("streamrec", 10.0, 20.0)]) == []
 
 
@@ -88,7 +92,7 @@ def test_the_relay_and_streamrec_pair_up_per_rate_when_the_trainer_ran_too() -> 
     from streamrec.load.e2e_report import _pairs
 
     steps = [{"target": target, "rate": rate} for rate in (200.0, 500.0)
-             for target in ("relay", "streamrec", "streamrec+trainer")]
+             for target in ("relay", "streamrec", "streamrec+snapshot", "streamrec+trainer")]
     pairs = _pairs(steps)
 
     assert [(relay["target"], mine["target"], mine["rate"]) for relay, mine in pairs] == [
