@@ -126,14 +126,17 @@ class StreamConsumer:
         self._consumer.close()
 
 
-def open_consumer(settings: Settings, topics: list[str], from_beginning: bool) -> StreamConsumer:
+def open_consumer(settings: Settings, topics: list[str], from_beginning: bool,
+                  fetch_max_wait_ms: int | None = None) -> StreamConsumer:
     """A consumer assigned to every partition of ``topics``, from the beginning or from the current end.
 
     Without ``from_beginning`` the end is resolved before returning, so nothing sent
     afterwards is missed. (The embedded broker's end can be a few records early: callers match by id.)
+    ``fetch_max_wait_ms`` overrides ``kafka.fetch_max_wait_ms`` for a reader that needs no latency.
     """
+    wait_ms = settings.kafka.fetch_max_wait_ms if fetch_max_wait_ms is None else fetch_max_wait_ms
     consumer = Consumer({**librdkafka_options(settings.kafka), "group.id": f"streamrec-tool-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": max(settings.kafka.fetch_max_wait_ms, 1),
+                         "enable.auto.commit": False, "fetch.wait.max.ms": max(wait_ms, 1),
                          "fetch.queue.backoff.ms": 1})
     try:
         partitions = [TopicPartition(topic, p) for topic in topics for p in _partitions(consumer, topic)]
