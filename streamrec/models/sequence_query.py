@@ -20,18 +20,20 @@ from collections.abc import Sequence
 import numpy as np
 
 from streamrec.models.items import ItemCatalog
+from streamrec.models.kernels import attention_kernel, layer_norm_kernel
 from streamrec.models.sequence_snapshot import SequenceConfig, SequenceSnapshot
 
 ItemId = str
 
 
 class NumpyEncoder:
-    """The model's query (the last position's output) in numpy, for one sequence or a batch.
+    """The model's query (the last position's output) without torch, for one sequence or a batch.
 
     On the hot path torch's per-operation overhead dominates (about 1-2 ms per query for
-    two small blocks); the same arithmetic in numpy, on the items alone (padding changes
-    nothing, see ``sequence.py``) and computing only what the last position needs in the
-    last block, takes a fraction of that. A unit test holds it equal to the torch model.
+    two small blocks). Here the matrix products go to numpy (BLAS) and the layer norms
+    and attention to compiled loops (:mod:`~streamrec.models.kernels`), on the items alone
+    (padding changes nothing, see ``sequence.py``), computing only what the last position
+    needs in the last block. A unit test holds it equal to the torch model.
 
     Parameters
     ----------
@@ -46,8 +48,7 @@ class NumpyEncoder:
         self.items = state["items.weight"] * np.float32(config.dim ** 0.5)  # the input scale, applied once
         self.vectors = state["items.weight"][1:]  # row i: item index i + 1 (for scoring)
         self.positions = state["positions.weight"]
-        self.heads, self.width = config.heads, config.dim // config.heads
-        self.future = np.triu(np.full((config.max_len, config.max_len), -np.inf, dtype=np.float32), 1)
+        self.heads = config.heads
         self.blocks = []
         for n in range(config.blocks):
             block = {key.split(".", 3)[3]: value for key, value in state.items() if key.startswith(f"blocks.layers.{n}.")}
@@ -67,52 +68,31 @@ class NumpyEncoder:
     def queries(self, sequences: Sequence[list[int]]) -> np.ndarray:
         """The query vectors ``(len(sequences), dim)`` of several sequences, computed together.
 
-        Shorter sequences are padded at the front with index 0, which no position attends
-        to (a large negative score, not ``-inf``: a padded row attending to nothing must
-        stay finite, its values are multiplied by zero weights later), so each vector is
-        the one :meth:`query` would give alone, in one pass of array operations.
+        Shorter sequences are padded at the front; no position attends to the padding, so
+        each vector is the one :meth:`query` would give alone.
         """
         length = max(len(indices) for indices in sequences)
         padded = np.zeros((len(sequences), length), dtype=np.intp)
+        first = np.empty(len(sequences), dtype=np.intp)  # each sequence's first real position
         for row, indices in enumerate(sequences):
-            padded[row, length - len(indices):] = indices
+            first[row] = length - len(indices)
+            padded[row, first[row]:] = indices
         hidden = self.items[padded] + self.positions[self.positions.shape[0] - length:]
-        ignore = np.where(padded == 0, _IGNORED, np.float32(0.0))[:, None, :]  # (batch, 1, keys)
         for number, block in enumerate(self.blocks):
-            hidden = self._block(hidden, block, ignore, last_only=number == len(self.blocks) - 1)
-        return _layer_norm(hidden[:, -1], *self.norm)
+            hidden = self._block(hidden, block, first, last_only=number == len(self.blocks) - 1)
+        return layer_norm_kernel(np.ascontiguousarray(hidden[:, -1]), *self.norm)
 
-    def _block(self, x: np.ndarray, block: tuple[np.ndarray, ...], ignore: np.ndarray,
-               last_only: bool) -> np.ndarray:
+    def _block(self, x: np.ndarray, block: tuple[np.ndarray, ...], first: np.ndarray, last_only: bool) -> np.ndarray:
         """One pre-norm block over ``(batch, positions, dim)``; with ``last_only`` only the last
-        position's output (the last block). ``ignore`` is added to the scores of padded keys."""
+        position's output (the last block)."""
         norm1_w, norm1_b, qkv_w, qkv_b, out_w, out_b, norm2_w, norm2_b, up_w, up_b, down_w, down_b = block
-        n, d = x.shape[1:]
-        qkv = _layer_norm(x, norm1_w, norm1_b) @ qkv_w + qkv_b  # (batch, n, 3d): queries, keys, values
-        queries = qkv[:, -1:, :d] if last_only else qkv[:, :, :d]
-        heads = []
-        for h in range(self.heads):
-            part = slice(h * self.width, (h + 1) * self.width)
-            keys = qkv[:, :, d:2 * d][:, :, part]
-            scores = queries[:, :, part] @ keys.transpose(0, 2, 1) * np.float32(self.width ** -0.5) + ignore
-            if not last_only:
-                scores += self.future[:n, :n]  # causal: position i sees 0..i
-            scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
-            heads.append((scores / scores.sum(axis=-1, keepdims=True)) @ qkv[:, :, 2 * d:][:, :, part])
-        attended = (heads[0] if self.heads == 1 else np.concatenate(heads, axis=-1)) @ out_w + out_b
-        x = (x[:, -1:] if last_only else x) + attended
-        inner = np.maximum(_layer_norm(x, norm2_w, norm2_b) @ up_w + up_b, 0.0)
-        return x + inner @ down_w + down_b
-
-
-_IGNORED = np.float32(-1e9)
-"""Added to the attention score of a padded key: its weight underflows to exactly zero."""
-
-
-def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-5) -> np.ndarray:
-    mean = x.mean(axis=-1, keepdims=True)
-    variance = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return (x - mean) / np.sqrt(variance + eps) * weight + bias
+        batch, n, d = x.shape
+        qkv = (layer_norm_kernel(x.reshape(-1, d), norm1_w, norm1_b) @ qkv_w + qkv_b).reshape(batch, n, 3 * d)
+        attended = attention_kernel(qkv, first, self.heads, last_only)
+        x = (x[:, -1:] if last_only else x).reshape(-1, d) + attended.reshape(-1, d) @ out_w + out_b
+        inner = layer_norm_kernel(x, norm2_w, norm2_b) @ up_w + up_b
+        np.maximum(inner, 0.0, out=inner)
+        return (x + inner @ down_w + down_b).reshape(batch, -1, d)
 
 
 class SequenceQuery:
@@ -125,11 +105,13 @@ class SequenceQuery:
         self.encoder = NumpyEncoder(snapshot.state, snapshot.config)
         self.vectors = self.encoder.vectors  # (items, dim) float32, row i for index i + 1
         self.index = {item_id: i for i, item_id in enumerate(snapshot.item_ids)}
-        # Catalogue row -> scoring row (-1: unknown and not projected), extended as the catalogue
-        # grows. Scoring rows: the snapshot's items, then the projected ones (appended).
-        self._rows = np.zeros(0, dtype=np.intp)
+        # Row r: catalogue row r's scoring vector (the snapshot's, or projected for an item it
+        # does not know), so one matrix product gives scores in catalogue order. Grown as the
+        # catalogue grows (capacity doubled: appending costs no copy per new item).
+        self._ordered = np.zeros((0, self.vectors.shape[1]), dtype=np.float32)
+        self._filled = 0
+        self._unscored = np.zeros(0, dtype=np.intp)  # catalogue rows with no vector (no projection fitted)
         self._generation = -1
-        self._scoring = self.vectors
         self._projection: np.ndarray | None = None  # (catalogue dim + 1, dim), fitted once per generation
 
     def query(self, recent: Sequence[ItemId]) -> np.ndarray | None:
@@ -150,48 +132,54 @@ class SequenceQuery:
         result: list[np.ndarray | None] = [None] * len(recents)
         if not known:
             return result
-        rows = self._catalogue_rows(catalog)
-        # scoring items × users: this orientation is about twice as fast as users × items
-        by_item = self._scoring @ self.encoder.queries([indexed[n] for n in known]).T
-        in_snapshot = rows >= 0
-        for user, n in zip(by_item.T, known, strict=True):
-            scores = np.full(rows.size, user.min() if user.size else 0.0, dtype=np.float32)
-            scores[in_snapshot] = user[rows[in_snapshot]]
+        ordered, unscored = self._catalogue_vectors(catalog)
+        queries = self.encoder.queries([indexed[n] for n in known])
+        # catalogue × users, then one transposing copy: faster than users × catalogue
+        by_user = np.ascontiguousarray((ordered @ queries.T).T)
+        for scores, query, n in zip(by_user, queries, known, strict=True):
+            if unscored.size:  # rare: as low as the snapshot's lowest score, so they add nothing
+                scores[unscored] = (self.vectors @ query).min() if len(self.vectors) else 0.0
             result[n] = scores
         return result
 
     def prepare(self, catalog: ItemCatalog) -> None:
-        """Map the catalogue's rows to scoring rows now, fitting the projection of unknown items
+        """Lay out the catalogue's scoring vectors now, fitting the projection of unknown items
         (about 40 ms on 10k items), so the first query after a swap does not pay for it.
 
-        Safe in a loading thread while the catalogue grows: rows added meanwhile are mapped by
-        the next query, and if rows moved, the generation recorded first makes it map all again.
+        Safe in a loading thread while the catalogue grows: rows added meanwhile are laid out
+        by the next query, and if rows moved, the generation recorded first makes it start over.
         """
-        self._catalogue_rows(catalog)
+        self._catalogue_vectors(catalog)
 
     def _indices(self, recent: Sequence[ItemId]) -> list[int]:
         return [self.index[item_id] + 1 for item_id in recent if item_id in self.index][-self.max_len:]
 
-    def _catalogue_rows(self, catalog: ItemCatalog) -> np.ndarray:
+    def _catalogue_vectors(self, catalog: ItemCatalog) -> tuple[np.ndarray, np.ndarray]:
+        """The scoring vectors of catalogue rows ``0..len(catalog)-1``, and the rows without one."""
         generation, n = catalog.generation, len(catalog)  # the generation first (see prepare)
-        if generation != self._generation:  # rows moved: map them all again
-            self._rows, self._generation = np.zeros(0, dtype=np.intp), generation
-            self._scoring, self._projection = self.vectors, None
-        if self._rows.size < n:  # new rows are appended: map only those
-            start = self._rows.size
-            added = np.asarray([self.index.get(item_id, -1) for item_id in catalog.item_ids(range(start, n))],
+        if generation != self._generation:  # rows moved: lay them all out again
+            self._filled, self._unscored, self._generation, self._projection = 0, self._unscored[:0], generation, None
+        if self._filled < n:  # new rows are appended: lay out only those
+            start = self._filled
+            known = np.asarray([self.index.get(item_id, -1) for item_id in catalog.item_ids(range(start, n))],
                                dtype=np.intp)
-            unknown = np.flatnonzero(added < 0)
+            added = np.zeros((n - start, self._ordered.shape[1]), dtype=np.float32)
+            unknown = np.flatnonzero(known < 0)
+            added[known >= 0] = self.vectors[known[known >= 0]]
             if unknown.size:
                 if self._projection is None:
                     self._projection = fit_projection(catalog, self.index, self.vectors)
                 if self._projection is not None:
-                    projected = with_bias(catalog.matrix()[start + unknown]) @ self._projection
-                    added[unknown] = len(self._scoring) + np.arange(unknown.size)
-                    self._scoring = np.vstack((self._scoring, projected.astype(np.float32)))
-            self._rows = np.concatenate((self._rows, added))
-        return self._rows[:n]
-
+                    added[unknown] = with_bias(catalog.matrix()[start + unknown]) @ self._projection
+                else:
+                    self._unscored = np.concatenate((self._unscored, start + unknown))
+            if len(self._ordered) < n:
+                grown = np.zeros((max(n, 2 * len(self._ordered)), self._ordered.shape[1]), dtype=np.float32)
+                grown[:start] = self._ordered[:start]
+                self._ordered = grown
+            self._ordered[start:n] = added
+            self._filled = n
+        return self._ordered[:n], self._unscored
 
 def with_bias(vectors: np.ndarray) -> np.ndarray:
     """``vectors`` with a column of ones appended (the projection's intercept)."""
