@@ -145,6 +145,16 @@ def _events(config: E2EConfig, run: str, tally: _Tally | None) -> Iterator[Messa
         yield stamped
 
 
+def _every_item(config: E2EConfig, run: str) -> Iterator[Message]:
+    """One view of each of the ``config.items`` items, by as many users: a soak's warm-up
+    starts with them, so the catalogue (bounded by the item count, not by users) is full
+    before the memory trend is measured, instead of filling up with the Zipf tail for
+    most of the soak."""
+    for item in range(config.items):
+        yield stamp_event({"user_id": f"u{item % config.users}", "item_id": f"i{item}", "type": "view",
+                           "event_id": f"{run}-item-{item}"})
+
+
 def _cpu_percent(processes: list[psutil.Process]) -> float:
     """Percent of a core the processes used since the previous call (100 = one core)."""
     total = 0.0
@@ -286,13 +296,15 @@ def run_step(base: Settings, config: E2EConfig, target: str, rate: float, run: s
         if target in SEQUENCE_TARGETS:
             training.enter_context(streamrec_process(["trainer"], settings, workdir / f"{run}-trainer.log", env=env))
         ready_s = _wait_until_answering(settings, names, 120)
-        if config.warmup_events:
+        warmup = (config.items if config.soak_minutes > 0 else 0) + config.warmup_events
+        if warmup:
             warm = f"{run}-warm"
-            produce(settings, names.events, itertools.islice(_events(config, warm, None), config.warmup_events),
-                    rate=max(rate, 2_000.0))
-            warmed = _drain(settings, names, config.warmup_events, f"{warm}-", 60 + config.warmup_events / 1_000)
+            events = itertools.chain(_every_item(config, warm) if config.soak_minutes > 0 else (),
+                                     itertools.islice(_events(config, warm, None), config.warmup_events))
+            produce(settings, names.events, events, rate=max(rate, 2_000.0))
+            warmed = _drain(settings, names, warmup, f"{warm}-", 60 + warmup / 1_000)
             settled = _wait_until_idle(pids, 60)
-            say(f"    {target}: ready in {ready_s:.1f} s, warm-up {warmed:,}/{config.warmup_events:,} answered, "
+            say(f"    {target}: ready in {ready_s:.1f} s, warm-up {warmed:,}/{warmup:,} answered, "
                 f"idle after {settled:.1f} s more")
         if target in SEQUENCE_TARGETS:
             waited = _wait_for_snapshot(workers, SNAPSHOT_WAIT_S)

@@ -114,7 +114,9 @@ def _soak_lines(steps: list[dict[str, Any]], window_s: float) -> list[str]:
         return []
     lines = ["", f"## Soak: {steps[0]['rate']:,.0f} events/s for {steps[0]['elapsed_s'] / 60:.1f} minutes per target",
              "", "Users keep arriving (uniform over the configured population), so per-user state grows the whole "
-             "time unless it is bounded. The RSS slope is a least-squares fit after the first third of the soak. "
+             "time unless it is bounded. The warm-up viewed every item once first, so the item catalogue (bounded "
+             "by the item count) was full before the soak began. The RSS slope is a least-squares fit after the "
+             "first third of the soak. "
              f"Latency per {window_s:g} s window in the plot below.", "",
              "| target | distinct users | answered | first / last window p99 ms | RSS after warm-up → end MB "
              "| RSS slope MB/min |", "|---|---|---|---|---|---|"]

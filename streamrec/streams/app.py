@@ -17,6 +17,7 @@ from streamrec.config import Settings
 from streamrec.streams.memory import release_free_heap
 from streamrec.streams.pipeline import Pipeline
 from streamrec.streams.replica import RARELY_WRITTEN_FETCH_WAIT_MS, replicate_topic
+from streamrec.streams.rocksdb_store import STORE_URL
 from streamrec.streams.topics import ssl_context
 from streamrec.streams.transport import ConsumerTuning, Transport
 from streamrec.streams.web import register_views
@@ -115,10 +116,11 @@ def tuned_app(settings: Settings, app_class: type[AppT], store: str) -> AppT:
     return app
 
 
-def create_app(settings: Settings, store: str = "rocksdb://") -> StreamrecApp:
+def create_app(settings: Settings, store: str = STORE_URL) -> StreamrecApp:
     """Build the worker's Faust app from ``settings`` (nothing connects until it starts).
 
-    ``store`` is the Faust table store: RocksDB in workers, ``"memory://"`` in unit tests.
+    ``store`` is the Faust table store: RocksDB with one block cache per worker
+    (:mod:`~streamrec.streams.rocksdb_store`) in workers, ``"memory://"`` in unit tests.
     """
     app = tuned_app(settings, StreamrecApp, store)
     app.pipeline = pipeline = Pipeline(app, settings)

@@ -11,6 +11,8 @@ import ctypes.util
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from streamrec.streams.rocksdb_store import SharedCacheOptions
+
 #: RocksDB properties summed over every open table partition, by the name reported.
 ROCKSDB_PROPERTIES = {
     "rocksdb_memtables": "rocksdb.cur-size-all-mem-tables",
@@ -20,16 +22,23 @@ ROCKSDB_PROPERTIES = {
 
 
 def rocksdb_memory(tables: Iterable[Any]) -> dict[str, int]:
-    """Bytes of each of :data:`ROCKSDB_PROPERTIES`, summed over the tables' open partitions.
+    """Bytes of each of :data:`ROCKSDB_PROPERTIES`, summed over the tables' open partitions
+    (a block cache they share, see :mod:`~streamrec.streams.rocksdb_store`, counted once).
 
     Tables on another store (``memory://`` in unit tests) count nothing.
     """
     totals = dict.fromkeys(ROCKSDB_PROPERTIES, 0)
+    shared: dict[int, Any] = {}
     for table in tables:
         databases = getattr(table.data, "_dbs", {})  # Faust's RocksDB store: one DB per partition
         for db in list(databases.values()):
             for name, prop in ROCKSDB_PROPERTIES.items():
                 totals[name] += db.property_int_value(prop) or 0
+        options = getattr(table.data, "rocksdb_options", None)
+        if databases and isinstance(options, SharedCacheOptions):
+            shared[options.block_cache_size] = options.cache
+    if shared:  # every database reports the one cache they share: count it once
+        totals["rocksdb_block_cache"] = sum(cache.get_usage() for cache in shared.values())
     return totals
 
 

@@ -1,0 +1,68 @@
+"""Faust's RocksDB table store with one block cache for the whole worker.
+
+Faust gives every database it opens (one per table partition: 2 tables × 4 partitions
+by default, more with standby replicas) its own block cache of ``block_cache_size``,
+and keeps each SST file's index and Bloom filter outside any cache. A worker's memory
+bound then grows with its partitions (8 × 8 MB of cache by default), and its cache
+fills for many minutes as the users table grows, so RSS keeps rising long after
+warm-up. Here every database of the process shares one cache of ``block_cache_size``
+(``worker.rocksdb_block_cache_mb``), which also holds the index and filter blocks: one
+bound on RocksDB's read memory, whatever the partition count.
+
+Selected with the store URL ``streamrec-rocksdb://`` (:data:`STORE_URL`), registered here.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import rocksdict
+from faust.stores import STORES
+from faust.stores import rocksdb as faust_rocksdb
+
+STORE_URL = "streamrec-rocksdb://"
+
+_caches: dict[int, rocksdict.Cache] = {}
+_lock = threading.Lock()
+
+
+def shared_cache(size_bytes: int) -> rocksdict.Cache:
+    """The process's block cache of ``size_bytes`` (made on first use)."""
+    with _lock:
+        if size_bytes not in _caches:
+            _caches[size_bytes] = rocksdict.Cache(size_bytes)
+        return _caches[size_bytes]
+
+
+class SharedCacheOptions(faust_rocksdb.RocksDBOptions):
+    """Faust's options (rocksdict driver) with the shared block cache, holding index and filter blocks too."""
+
+    @property
+    def cache(self) -> rocksdict.Cache:
+        """The block cache every database opened with these options uses."""
+        return shared_cache(self.block_cache_size)
+
+    def as_options(self) -> rocksdict.Options:
+        options = super().as_options()
+        table = rocksdict.BlockBasedOptions()
+        table.set_bloom_filter(self.bloom_filter_size, block_based=True)
+        table.set_block_cache(self.cache)
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_pin_l0_filter_and_index_blocks_in_cache(True)  # the hot ones stay, as before
+        table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+        options.set_block_based_table_factory(table)
+        return options
+
+
+class Store(faust_rocksdb.Store):
+    """Faust's RocksDB store opening its databases with :class:`SharedCacheOptions`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.use_rocksdict:
+            raise RuntimeError(f"{STORE_URL} needs the rocksdict driver (pip install rocksdict)")
+        self.rocksdb_options = SharedCacheOptions(**self.options, use_rocksdict=True)
+
+
+STORES.aliases.setdefault(STORE_URL.split(":", 1)[0], f"{__name__}:Store")
