@@ -68,6 +68,9 @@ class E2EConfig:
     """When > 0: instead of the rate steps, one long step per target at ``rates[0]`` (memory over time)."""
     window_s: float = 30.0
     """Latency percentiles are also reported per window of this many seconds (drift over a step)."""
+    repeat: int = 1
+    """Run each rate's targets this many times, interleaved (relay, streamrec, relay, streamrec...):
+    the report gives the median of each figure, and each run's p50 and p99 (the machine is noisy)."""
     trainer: bool = False
     """Also run each rate as :data:`WITH_SNAPSHOT` and :data:`WITH_TRAINER` (the sequence model's cost
     to the hot path: its queries, then the trainer beside the worker)."""
@@ -511,8 +514,9 @@ def benchmark_e2e(settings: Settings, config: E2EConfig, broker: str | None = No
 
     soak = config.soak_minutes > 0
     for rate in config.rates[:1] if soak else config.rates:
-        for target in config.targets:
-            step(target, rate, " (soak)" if soak else "")
+        for _ in range(1 if soak else config.repeat):
+            for target in config.targets:
+                step(target, rate, " (soak)" if soak else "")
     maxima = {target: _find_max(target, steps, step) for target in TARGETS} if config.find_max and not soak else {}
     return {"config": dict(vars(config)), "logs": str(workdir), "steps": steps,
             "max_sustained": maxima}

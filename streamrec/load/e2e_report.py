@@ -187,6 +187,7 @@ def _markdown(result: dict[str, Any]) -> str:
                   + (f" (streamrec / relay = {maxima['streamrec'] / maxima['relay']:.2f})"
                      if maxima.get("relay") and maxima.get("streamrec") else "") + "."]
     lines += _trainer_lines(result["steps"])
+    lines += _runs_lines(result["steps"])
     lines += _soak_lines(_soak_steps(result["steps"]), config.get("window_s", 30.0))
     lines += _stage_table(result["steps"])
     lines += [
@@ -266,10 +267,66 @@ def _stage_table(steps: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+_SUMMED = ("sent", "valid_sent", "invalid_sent", "received", "missing", "duplicates", "dead_lettered", "events_aged",
+           "item_updates_indexed")
+_HIGHEST = ("lag_max", "latency_max_ms", "rss_mb_max")
+
+
+def combine_repeats(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Steps with each repeated fixed-rate run of a target merged into one, in the order first run.
+
+    Counts are summed, maxima kept, every other figure is the median over the runs (per
+    stage, too); latencies are pooled (the CDF). ``runs`` lists each run's p50 and p99.
+    """
+    groups: dict[tuple[float, str], list[dict[str, Any]]] = {}
+    merged: list[dict[str, Any]] = []
+    for step in steps:
+        if step.get("phase", "fixed") != "fixed":
+            merged.append(step)
+            continue
+        key = (step["rate"], step["target"])
+        if key not in groups:
+            groups[key] = []
+            merged.append({"_group": key})
+        groups[key].append(step)
+    return [_combined(groups[step["_group"]]) if "_group" in step else step for step in merged]
+
+
+def _combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    if len(runs) == 1:
+        return runs[0]
+    step = dict(runs[0])
+    for name, value in runs[0].items():
+        values = [run.get(name) for run in runs]
+        if isinstance(value, bool) or not all(isinstance(v, int | float) for v in values):
+            continue
+        step[name] = sum(values) if name in _SUMMED else max(values) if name in _HIGHEST \
+            else round(float(np.median(values)), 1)
+    stages = [run.get("stage_us_per_event", {}) for run in runs]
+    step["stage_us_per_event"] = {name: round(float(np.median([s[name] for s in stages if name in s])), 1)
+                                  for name in stages[0]}
+    step["latencies_ms"] = [latency for run in runs for latency in run.get("latencies_ms", [])]
+    step["runs"] = [(run["latency_p50_ms"], run["latency_p99_ms"]) for run in runs]
+    return step
+
+
+def _runs_lines(steps: list[dict[str, Any]]) -> list[str]:
+    """Each run's p50 / p99 where steps were repeated: how far apart runs of the same step land."""
+    repeated = [step for step in steps if "runs" in step]
+    if not repeated:
+        return []
+    return ["", f"Each step ran {len(repeated[0]['runs'])} times, interleaved with the other targets; the tables "
+            "give the median of each figure over the runs. Each run's p50 / p99 ms:", ""] + [
+        f"- {step['target']} at {step['rate']:,.0f}/s: " + ", ".join(f"{p50} / {p99}" for p50, p99 in step["runs"])
+        for step in repeated]
+
+
 def write_report(result: dict[str, Any], directory: Path) -> Path:
-    """Write results.json, the plots and report.md under ``directory``; return the report's path."""
+    """Write results.json (every run), the plots and report.md (repeated runs combined, see
+    :func:`combine_repeats`) under ``directory``; return the report's path."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    result = {**result, "steps": combine_repeats(result["steps"])}
     steps = result["steps"]
     _plot_cdf(steps, directory / "latency_cdf.png")
     _plot_vs_rate(steps, directory / "vs_rate.png")

@@ -125,3 +125,27 @@ def test_the_relay_pads_its_copies_to_a_lists_size_and_they_still_parse_as_the_e
     copy = padded(event, size)
     assert len(copy) == size and json.loads(copy) == json.loads(event)
     assert padded(event, 0) == event and padded(copy, 10) == copy  # never cut
+
+
+def test_repeated_runs_of_a_step_combine_into_medians_sums_and_maxima() -> None:
+    from streamrec.load.e2e_report import _runs_lines, combine_repeats
+
+    def run(target: str, p50: float, p99: float, received: int, lag: int, phase: str = "fixed") -> dict[str, object]:
+        return {"target": target, "rate": 200.0, "phase": phase, "latency_p50_ms": p50, "latency_p99_ms": p99,
+                "received": received, "lag_max": lag, "latencies_ms": [p50, p99],
+                "stage_us_per_event": {"learn": p50 * 10}}
+
+    steps = [run("relay", 10, 20, 5, 1), run("streamrec", 12, 30, 5, 3), run("relay", 11, 22, 5, 2),
+             run("streamrec", 14, 50, 5, 1), run("streamrec", 13, 40, 5, 2), run("streamrec", 99, 99, 5, 9, "search")]
+    combined = combine_repeats(steps)
+
+    assert [(s["target"], s["phase"]) for s in combined] == [("relay", "fixed"), ("streamrec", "fixed"),
+                                                             ("streamrec", "search")]
+    mine = combined[1]
+    assert (mine["latency_p50_ms"], mine["latency_p99_ms"]) == (13.0, 40.0)  # medians of 3 runs
+    assert mine["received"] == 15 and mine["lag_max"] == 3  # summed, highest
+    assert mine["stage_us_per_event"] == {"learn": 130.0} and len(mine["latencies_ms"]) == 6
+    assert mine["runs"] == [(12, 30), (14, 50), (13, 40)]
+    assert combined[2] is steps[-1]  # a search step stays as run
+    assert combine_repeats(steps[:2]) == steps[:2]  # nothing repeated: nothing changes
+    assert "- streamrec at 200/s: 12 / 30, 14 / 50, 13 / 40" in _runs_lines(combined)
