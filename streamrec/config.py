@@ -120,7 +120,7 @@ class WorkerSettings(_Section):
     least this many bytes, so the relay's output topic grows like streamrec's lists do."""
 
     def rocksdb_options(self) -> dict[str, int]:
-        """Faust's RocksDB store options: bounded memtables and block cache per table partition."""
+        """Faust's RocksDB store options: bounded memtables per table partition, one block cache per worker."""
         return {"write_buffer_size": self.rocksdb_write_buffer_mb * 2**20, "max_write_buffer_number": 2,
                 "block_cache_size": self.rocksdb_block_cache_mb * 2**20}
 
