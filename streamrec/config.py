@@ -222,6 +222,8 @@ class SequenceSettings(_Section):
     holdout_share: float = Field(0.05, ge=0, lt=1)
     trainer_nice: int = Field(10, ge=0, le=19)
     trainer_idle: bool = True
+    trainer_cpu_share: float = Field(0.3, gt=0, le=1)
+    """Most of the wall time the trainer's optimizer steps take (1: back to back); it pauses between them."""
     max_quality_drop: float = Field(0.2, ge=0, le=1)
     weight: float = Field(2.5, ge=0, le=1000)
 

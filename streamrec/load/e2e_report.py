@@ -143,21 +143,33 @@ def _memory_lines(steps: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _markdown(result: dict[str, Any]) -> str:
-    config = result["config"]
+_LATENCY_TERMS = (
+    "Latency: the event's send time to the moment the benchmark read its recommendation (same clock). "
+    "Of which to the output record: the event's send time to the timestamp the worker's producer gave its "
+    "output record (the relay's copy, streamrec's list); the rest is that record's way through the broker "
+    "to the reader. Event age: how long events had waited when the worker started on them "
+    "(`streamrec_event_age_seconds`, bucket bounds).")
+
+
+def _intro(config: dict[str, Any], soak: bool) -> str:
+    """What was run: the targets, the workload and, for fixed rates, the latency terms of the table."""
+    targets = ("the **relay** (a Faust app that forwards each event, no model: the floor Kafka and Faust "
+               f"impose) and **streamrec** ({config['workers']} worker{'s' if config['workers'] > 1 else ''})")
+    workload = (f"{config['users']:,} users, {config['items']:,} items (Zipf), one invalid event in "
+                f"{config['invalid_every']}")
+    if soak:
+        return (f"One long step per target on fresh topics through one broker: {targets}. Each step: "
+                f"{config['warmup_events']:,} warm-up events after one view of every item, then "
+                f"{config['soak_minutes']:g} minutes at the offered rate; {workload}. Latency: the event's send "
+                "time to the moment the benchmark read its recommendation (same clock).")
+    return (f"Every rate ran each target on fresh topics of the same size through one broker: {targets}. "
+            f"Each step: {config['warmup_events']:,} warm-up events, then {config['duration_s']:g} s at the "
+            f"offered rate; {workload}. {_LATENCY_TERMS}")
+
+
+def _rate_table(result: dict[str, Any]) -> list[str]:
+    """The fixed-rate steps side by side, relay against streamrec, and the highest sustained rates."""
     lines = [
-        "# streamrec end-to-end benchmark",
-        "",
-        f"Every rate ran twice on fresh topics of the same size through one broker: the **relay** "
-        f"(a Faust app that forwards each event, no model: the floor Kafka and Faust impose) and "
-        f"**streamrec** ({config['workers']} worker(s)). Each step: {config['warmup_events']:,} warm-up events, then "
-        f"{config['duration_s']:g} s at the offered rate; {config['users']:,} users, {config['items']:,} items "
-        f"(Zipf), one invalid event in {config['invalid_every']}. Latency: the event's send time to the moment "
-        "the benchmark read its recommendation (same clock). Of which to the output record: the event's "
-        "send time to the timestamp the worker's producer gave its output record (the relay's copy, "
-        "streamrec's list); the rest is that record's way through the broker to the reader. Event "
-        "age: how long events had waited when the worker started on them "
-        "(`streamrec_event_age_seconds`, bucket bounds).",
         "",
         "| events/s | relay p50 / p99 ms | streamrec p50 / p99 ms "
         "| of which to the output record p50 / p99 ms (relay; streamrec) | event age p50 / p99 ms "
@@ -186,6 +198,15 @@ def _markdown(result: dict[str, Any]) -> str:
                       f"{target} {rate:,.0f} events/s" if rate else f"{target}: none" for target, rate in maxima.items())
                   + (f" (streamrec / relay = {maxima['streamrec'] / maxima['relay']:.2f})"
                      if maxima.get("relay") and maxima.get("streamrec") else "") + "."]
+    return lines
+
+
+def _markdown(result: dict[str, Any]) -> str:
+    config = result["config"]
+    soak = bool(_soak_steps(result["steps"]))
+    lines = ["# streamrec end-to-end benchmark", "", _intro(config, soak)]
+    if not soak:
+        lines += _rate_table(result)
     lines += _trainer_lines(result["steps"])
     lines += _runs_lines(result["steps"])
     lines += _soak_lines(_soak_steps(result["steps"]), config.get("window_s", 30.0))
@@ -194,19 +215,15 @@ def _markdown(result: dict[str, Any]) -> str:
         "",
         "CPU %: means over the streamrec step of the worker processes, the broker (when embedded) and "
         "this benchmark's own producer and reader, which all share the machine (100 = one core). "
-        "RSS: the worker processes' peak. Item freshness: from an item owner's write of an item's new "
-        "state to that state searchable in a worker's index, as the bucket bounds of "
-        "`streamrec_item_freshness_seconds` the percentiles fall under.",
-        "",
-        "![latency CDF](latency_cdf.png)",
-        "",
-        "![latency and throughput vs rate](vs_rate.png)",
-        "",
-        "![lag and memory over time](timeline.png)",
-        "",
-        f"Logs: `{result['logs']}`. Raw figures: `results.json`.",
-        "",
+        "RSS: the worker processes' peak.",
     ]
+    if not soak:
+        lines += ["Item freshness: from an item owner's write of an item's new state to that state searchable "
+                  "in a worker's index, as the bucket bounds of `streamrec_item_freshness_seconds` the "
+                  "percentiles fall under.", "", "![latency CDF](latency_cdf.png)", "",
+                  "![latency and throughput vs rate](vs_rate.png)"]
+    lines += ["", "![lag and memory over time](timeline.png)", "",
+              f"Logs: `{result['logs']}` (on the machine that ran it). Raw figures: `results.json`.", ""]
     return "\n".join(lines)
 
 
@@ -328,11 +345,12 @@ def write_report(result: dict[str, Any], directory: Path) -> Path:
     (directory / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     result = {**result, "steps": combine_repeats(result["steps"])}
     steps = result["steps"]
-    _plot_cdf(steps, directory / "latency_cdf.png")
-    _plot_vs_rate(steps, directory / "vs_rate.png")
     _plot_timeline(steps, directory / "timeline.png")
-    if _soak_steps(steps):
+    if _soak_steps(steps):  # one rate, one long step per target: latency over time instead of per rate
         _plot_soak(_soak_steps(steps), directory / "soak.png")
+    else:
+        _plot_cdf(steps, directory / "latency_cdf.png")
+        _plot_vs_rate(steps, directory / "vs_rate.png")
     report = directory / "report.md"
     report.write_text(_markdown(result))
     return report

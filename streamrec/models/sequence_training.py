@@ -128,8 +128,13 @@ class SequenceTrainer:
             self.model.grow(max(needed, 2 * self.model.n_items))
             self.optimizer = self._new_optimizer()
 
-    def train(self, steps: int) -> float:
-        """Run ``steps`` optimizer steps on random users' sequences; the mean loss (NaN if none ran)."""
+    def train(self, steps: int, cpu_share: float = 1.0) -> float:
+        """Run ``steps`` optimizer steps on random users' sequences; the mean loss (NaN if none ran).
+
+        With ``cpu_share`` below 1, each step is followed by a pause so that the steps take
+        at most that share of the wall time: the same work, spread out, so processes sharing
+        the machine (its caches and memory bandwidth too) lose less at any moment.
+        """
         active = self.sequences.take_active()
         eligible = [(user_id, sequence) for user_id, sequence in self.sequences.users.items()
                     if len(sequence) > 1 and (self.trains_on is None or self.trains_on(user_id))]
@@ -143,9 +148,12 @@ class SequenceTrainer:
         size = min(self.config.batch_size, len(users))
         from_recent = round(size * self.config.recent_share) if recent else 0
         for _ in range(steps):
+            started = time.perf_counter()
             batch = [recent[i] for i in self.rng.integers(0, len(recent), from_recent)] if from_recent else []
             batch += [users[i] for i in self.rng.integers(0, len(users), size - from_recent)]
             losses.append(self._step([self._window(sequence) for sequence in batch]))
+            if cpu_share < 1.0:
+                time.sleep((time.perf_counter() - started) * (1.0 / cpu_share - 1.0))
         self.model.eval()
         return float(np.mean(losses))
 

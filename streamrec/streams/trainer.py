@@ -148,7 +148,7 @@ class Trainer:
         self._events_at_round, self._round_started = self.events, time.monotonic()
         self.rounds += 1
         started = time.perf_counter()
-        loss = self.trainer.train(self.schedule.steps)
+        loss = self.trainer.train(self.schedule.steps, self.settings.sequence.trainer_cpu_share)
         seconds = time.perf_counter() - started
         version = f"seq-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{self.rounds}"
         candidate = self.trainer.snapshot(version, self.events)

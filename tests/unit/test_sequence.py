@@ -31,14 +31,14 @@ def rule_sequence(start: int, length: int) -> list[int]:
     return items
 
 
-def rule_trained(config: SequenceConfig, steps: int = 150) -> SequenceTrainer:
+def rule_trained(config: SequenceConfig, steps: int = 150, cpu_share: float = 1.0) -> SequenceTrainer:
     rng = np.random.default_rng(0)
     sequences = Sequences(config.history)
     for user in range(300):
         for item in rule_sequence(int(rng.integers(0, N_ITEMS)), 12):
             sequences.add(f"u{user}", f"i{item}")
     trainer = SequenceTrainer(config, sequences)
-    trainer.train(steps)
+    trainer.train(steps, cpu_share)
     return trainer
 
 
@@ -67,6 +67,17 @@ def test_training_is_deterministic_for_a_seed() -> None:
 
     for name, array in first.state.items():
         np.testing.assert_allclose(array, second.state[name], rtol=1.3e-6, atol=1e-5)  # torch.testing defaults
+
+
+def test_a_cpu_share_spreads_the_same_steps_out_with_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    paused: list[float] = []
+    monkeypatch.setattr("streamrec.models.sequence_training.time.sleep", paused.append)
+    back_to_back = rule_trained(SMALL, steps=4).snapshot("a", 0)
+    assert paused == []  # a share of 1: steps back to back
+    spread = rule_trained(SMALL, steps=4, cpu_share=0.25).snapshot("b", 0)
+    assert len(paused) == 4 and all(pause > 0 for pause in paused)  # one pause per step, 3x its time
+    for name, array in back_to_back.state.items():  # the same work: pausing changes no weight
+        np.testing.assert_allclose(array, spread.state[name], rtol=1.3e-6, atol=1e-5)
 
 
 def test_a_position_sees_only_earlier_items() -> None:
