@@ -107,6 +107,8 @@ class WorkerSettings(_Section):
     """How often the worker gives the C heap's free pages back to the OS (0: never)."""
     malloc_arenas: int = Field(2, ge=0, le=64)
     """Most glibc heaps the worker's threads share (0: glibc's default, 8 per core)."""
+    malloc_mmap_threshold_kb: int = Field(128, ge=0, le=32_768)
+    """Allocations this size and larger get their own mapping (0: glibc's dynamic threshold)."""
     max_batch_events: int = Field(500, ge=1, le=100_000)
     """Most events processed as one micro-batch."""
     max_batch_wait_ms: float = Field(5.0, ge=0, le=1000)

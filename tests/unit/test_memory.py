@@ -101,3 +101,27 @@ def test_threads_share_at_most_the_configured_number_of_heaps(arenas: int) -> No
 
     assert heaps(0) > arenas  # glibc's default gives busy threads heaps of their own
     assert heaps(arenas) <= arenas
+
+
+def _mapped_blocks_after_a_large_free(threshold_kib: int) -> int:
+    """Bytes glibc holds in separate mappings once a 1 MiB block is allocated after a 4 MiB one was freed."""
+    script = """
+import ctypes, sys
+from streamrec.streams.memory import _MALLINFO2, fix_mmap_threshold
+fix_mmap_threshold(int(sys.argv[1]))
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.free(libc.malloc(4 << 20))  # freeing a mapped 4 MiB block raises glibc's dynamic threshold past it
+before = _MALLINFO2().hblkhd
+block = libc.malloc(1 << 20)
+print(_MALLINFO2().hblkhd - before)
+"""
+    done = subprocess.run([sys.executable, "-c", script, str(threshold_kib)], capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+@pytest.mark.skipif(malloc_heap() == {}, reason="glibc only")
+def test_a_fixed_mmap_threshold_keeps_large_blocks_off_the_heap_after_a_larger_one_is_freed() -> None:
+    assert _mapped_blocks_after_a_large_free(0) == 0  # glibc's dynamic threshold: on the heap
+    assert _mapped_blocks_after_a_large_free(128) >= 1 << 20  # its own mapping, returned when freed
