@@ -143,8 +143,8 @@ def _memory_lines(steps: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-_LATENCY_TERMS = (
-    "Latency: the event's send time to the moment the benchmark read its recommendation (same clock). "
+_LATENCY = "Latency: the event's send time to the moment the benchmark read its recommendation (same clock)."
+_LATENCY_PARTS = (
     "Of which to the output record: the event's send time to the timestamp the worker's producer gave its "
     "output record (the relay's copy, streamrec's list); the rest is that record's way through the broker "
     "to the reader. Event age: how long events had waited when the worker started on them "
@@ -160,11 +160,10 @@ def _intro(config: dict[str, Any], soak: bool) -> str:
     if soak:
         return (f"One long step per target on fresh topics through one broker: {targets}. Each step: "
                 f"{config['warmup_events']:,} warm-up events after one view of every item, then "
-                f"{config['soak_minutes']:g} minutes at the offered rate; {workload}. Latency: the event's send "
-                "time to the moment the benchmark read its recommendation (same clock).")
+                f"{config['soak_minutes']:g} minutes at the offered rate; {workload}. {_LATENCY}")
     return (f"Every rate ran each target on fresh topics of the same size through one broker: {targets}. "
             f"Each step: {config['warmup_events']:,} warm-up events, then {config['duration_s']:g} s at the "
-            f"offered rate; {workload}. {_LATENCY_TERMS}")
+            f"offered rate; {workload}. {_LATENCY} {_LATENCY_PARTS}")
 
 
 def _rate_table(result: dict[str, Any]) -> list[str]:
