@@ -176,7 +176,7 @@ class _Sampler:
     (when embedded) and of this benchmark process, which share the machine."""
 
     def __init__(self, pids: list[int], broker_pid: int | None,
-                 memory: Callable[[], dict[str, float]] = dict) -> None:
+                 memory: Callable[[], dict[str, Any]] = dict) -> None:
         self.workers = [psutil.Process(pid) for pid in pids]
         self.memory = memory
         self.others = {"broker": [psutil.Process(broker_pid)] if broker_pid else [], "bench": [psutil.Process()]}
@@ -219,7 +219,7 @@ class _Sampler:
                       "rss_mb": round(rss, 1), "lag": sent - received}
             if len(self.samples) % MEMORY_EVERY_SAMPLES == 0:
                 with contextlib.suppress(OSError, ValueError):  # a worker busy or gone: next time
-                    sample["memory_mb"] = self.memory()
+                    sample.update(self.memory())
             self.samples.append(sample)
 
 
@@ -316,7 +316,7 @@ def run_step(base: Settings, config: E2EConfig, target: str, rate: float, run: s
             training.close()  # the snapshot stays served; only its queries are measured
         before = _worker_samples(workers)
         result = _measure(settings, names, config, run, rate, pids, broker_pid, dead_letters=target != "relay",
-                          memory=lambda: _memory_mb(_worker_samples(workers)))
+                          memory=lambda: _memory_figures(_worker_samples(workers)))
         after = _worker_samples(workers)
         result["stage_us_per_event"] = _per_event(_stages(before), _stages(after), result)
         result.update(_freshness(before, after))
@@ -343,11 +343,16 @@ def _worker_samples(workers: list[Settings]) -> dict[str, float]:
     return totals
 
 
-def _memory_mb(samples: dict[str, float]) -> dict[str, float]:
-    """MB per part of the workers' memory (``streamrec_memory_bytes``; none for the relay)."""
+def _memory_figures(samples: dict[str, float]) -> dict[str, Any]:
+    """``memory_mb``: MB per part of the workers' memory (``streamrec_memory_bytes``), and
+    ``catalog_neighbours``: the co-visit entries their item replicas hold, which that memory
+    grows with once every item is known (none of either for the relay)."""
     prefix = 'streamrec_memory_bytes{part="'
-    return {name[len(prefix):].split('"')[0]: round(value / 2**20, 1)
-            for name, value in samples.items() if name.startswith(prefix)}
+    parts = {name[len(prefix):].split('"')[0]: round(value / 2**20, 1)
+             for name, value in samples.items() if name.startswith(prefix)}
+    if not parts:
+        return {}
+    return {"memory_mb": parts, "catalog_neighbours": int(samples.get("streamrec_catalog_neighbours", 0))}
 
 
 def _stages(samples: dict[str, float]) -> dict[str, float]:
@@ -392,7 +397,7 @@ def _per_event(before: dict[str, float], after: dict[str, float], result: dict[s
 
 def _measure(settings: Settings, names: TopicNames, config: E2EConfig, run: str, rate: float,
              pids: list[int], broker_pid: int | None, dead_letters: bool,
-             memory: Callable[[], dict[str, float]] = dict) -> dict[str, Any]:
+             memory: Callable[[], dict[str, Any]] = dict) -> dict[str, Any]:
     """Produce at ``rate`` and match outputs until every valid event is answered (and, with
     ``dead_letters``, every invalid one dead-lettered) or the drain time is up."""
     tally = _Tally(prefix=f"{run}-m-")
@@ -470,8 +475,10 @@ def _rss_trend(samples: list[dict[str, float]]) -> dict[str, float]:
     t = np.array([s["t_s"] for s in after]) / 60
     rss = np.array([s["rss_mb"] for s in after])
     slope = float(np.polyfit(t, rss, 1)[0]) if np.ptp(t) > 0 else 0.0
-    parts = [s["memory_mb"] for s in after if s.get("memory_mb")]
-    memory = {"memory_mb_after_warmup": parts[0], "memory_mb_end": parts[-1]} if parts else {}
+    read = [s for s in after if s.get("memory_mb")]
+    memory = {"memory_mb_after_warmup": read[0]["memory_mb"], "memory_mb_end": read[-1]["memory_mb"],
+              "catalog_neighbours_after_warmup": read[0].get("catalog_neighbours", 0),
+              "catalog_neighbours_end": read[-1].get("catalog_neighbours", 0)} if read else {}
     return {"rss_mb_after_warmup": after[0]["rss_mb"], "rss_mb_end": samples[-1]["rss_mb"],
             "rss_slope_mb_per_min": round(slope, 2), **memory}
 

@@ -140,6 +140,12 @@ def _memory_lines(steps: list[dict[str, Any]]) -> list[str]:
                       "FAISS, numpy and Python objects over 512 bytes share; smaller Python objects live outside it):", "",
                       "| " + " | ".join(end) + " |", "|" + "---|" * len(end),
                       "| " + " | ".join(f"{start.get(part, '')} → {value}" for part, value in end.items()) + " |"]
+            pairs = step.get("catalog_neighbours_after_warmup", 0), step.get("catalog_neighbours_end", 0)
+            if pairs[1]:
+                lines += ["", f"Co-visit entries in the item replica (`streamrec_catalog_neighbours`): "
+                          f"{pairs[0]:,} → {pairs[1]:,}. Items learn which items are chosen with them the whole "
+                          "time; each list is bounded (2 × `model.max_neighbours`), and the replica's memory "
+                          "grows with their total until the lists are full."]
     return lines
 
 

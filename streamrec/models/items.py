@@ -204,6 +204,7 @@ class ItemCatalog(PopularityRanking):
         self._neighbours: dict[ItemId, _Neighbours] = {}  # item -> items chosen just before it
         self._followers: dict[ItemId, _Followers] = {}  # item -> items chosen after it
         self._generation = 0  # counts prunings (rows change)
+        self._pairs = 0  # entries over all co-visit lists
 
     def upsert(self, item_id: ItemId, item: PublishedItem) -> None:
         """Store an item as its owner published it (neighbours not yet known join the catalogue)."""
@@ -230,6 +231,13 @@ class ItemCatalog(PopularityRanking):
             rows = np.asarray([self._index[neighbour] for neighbour in ids], dtype=np.intp)
             weights = weights[kept]
             known, appended = self._neighbours.get(item_id), False
+        # The catalogue's own id strings, not the decoded copies: one string per item however
+        # many lists hold it (a decoded id costs ~50 bytes per pair, a third of a pair's memory).
+        names = self._ids
+        if appended:
+            ids = known.ids if len(ids) == old else known.ids + [names[r] for r in rows[old:].tolist()]
+        else:
+            ids = [names[r] for r in rows.tolist()]
         row = self._index[item_id]
         if item.vector.shape == (self.dim,):  # finite: owners clip, decoders reject non-finite
             self._vectors[row] = item.vector
@@ -242,6 +250,8 @@ class ItemCatalog(PopularityRanking):
                 for dropped in set(known.ids).difference(ids):  # pruned by the owner
                     self._followers[dropped].remove(row)
         self._index_followers(row, ids, weights, changed)
+        previous = self._neighbours.get(item_id)
+        self._pairs += len(ids) - (0 if previous is None else len(previous.ids))
         self._neighbours[item_id] = _Neighbours(ids, rows, weights)
 
     def _index_followers(self, row: int, ids: list[ItemId], weights: np.ndarray, slots: Iterable[int]) -> None:
@@ -337,6 +347,12 @@ class ItemCatalog(PopularityRanking):
         """All item vectors, shape ``(len(self), d)`` float32 (a view: do not modify)."""
         return self._vectors[:len(self._ids)]
 
+    @property
+    def neighbour_pairs(self) -> int:
+        """Entries over all the items' co-visit lists: what the catalogue's memory grows with
+        once every item is known (up to ``2 * max_neighbours`` per item, see :class:`OwnedItem`)."""
+        return self._pairs
+
     def neighbours(self, item_id: ItemId) -> tuple[list[ItemId], list[float]]:
         """The item's published co-visit neighbours and weights (empty if none)."""
         known = self._neighbours.get(item_id)
@@ -390,6 +406,7 @@ class ItemCatalog(PopularityRanking):
                 neighbours[item_id] = _Neighbours([i for i, k in zip(known.ids, kept, strict=True) if k],
                                                   rows[kept], known.weights[kept])
         self._neighbours = neighbours
+        self._pairs = sum(len(known.ids) for known in neighbours.values())
         self._followers = {}
         for item_id, known in neighbours.items():
             self._index_followers(self._index[item_id], known.ids, known.weights, range(len(known.ids)))

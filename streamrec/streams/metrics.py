@@ -69,6 +69,10 @@ class WorkerMetrics:
         self.catalog_items = Gauge(
             "streamrec_catalog_items", "Items in this worker's replica of the item state.",
             registry=self.registry)
+        self.catalog_neighbours = Gauge(
+            "streamrec_catalog_neighbours", "Entries over the co-visit lists of this worker's item "
+            "replica (bounded by items x 2 model.max_neighbours; its memory grows with them).",
+            registry=self.registry)
         self.index_items = Gauge(
             "streamrec_index_items", "Items searchable in this worker's vector index.", registry=self.registry)
         self.index_delta_items = Gauge(

@@ -47,6 +47,9 @@ def test_a_short_soak_reports_windows_the_rss_trend_and_its_plot(settings: Setti
         assert step["distinct_users"] > 500  # new users keep arriving
         assert len(step["windows"]) >= 3 and sum(w["answered"] for w in step["windows"]) == step["received"]
         assert "rss_slope_mb_per_min" in step and step["rss_mb_end"] > 0
+        # the worker's memory parts and co-visit entries are read; the relay has neither
+        read = [sample for sample in step["timeline"] if "memory_mb" in sample]
+        assert bool(read) == (step["target"] == "streamrec") and all("catalog_neighbours" in s for s in read)
     report = write_report(result, tmp_path / "report")
     text = report.read_text()
     assert "## Soak: 60 events/s" in text and (tmp_path / "report" / "soak.png").stat().st_size > 10_000

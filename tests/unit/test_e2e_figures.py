@@ -28,9 +28,11 @@ def test_the_memory_parts_are_those_read_first_after_the_warm_up_and_last() -> N
     timeline = samples(lambda t: 200.0)
     for sample in timeline[::10]:
         sample["memory_mb"] = {"rocksdb_memtables": sample["t_s"] / 10}
+        sample["catalog_neighbours"] = int(sample["t_s"]) * 3
     trend = _rss_trend(timeline)
     assert trend["memory_mb_after_warmup"] == {"rocksdb_memtables": 20.0}  # read at 200 s, a third of 600 s
     assert trend["memory_mb_end"] == {"rocksdb_memtables": 60.0}
+    assert (trend["catalog_neighbours_after_warmup"], trend["catalog_neighbours_end"]) == (600, 1800)
 
 
 def test_too_few_samples_give_no_trend() -> None:

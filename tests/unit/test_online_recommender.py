@@ -293,6 +293,7 @@ def test_the_replica_indexes_co_visits_both_ways_through_updates_prunings_and_fo
         catalog.upsert(item_id, PublishedItem(weight, n, np.zeros(2, np.float32), ids,
                                               np.full(len(ids), weight)))
     everyone = [catalog.item_id(row) for row in range(len(catalog))]
+    assert catalog.neighbour_pairs == sum(len(catalog.neighbours(item_id)[0]) for item_id in everyone)
     for probe in everyone:
         expected = np.zeros(len(catalog))
         for item_id in everyone:
@@ -303,6 +304,20 @@ def test_the_replica_indexes_co_visits_both_ways_through_updates_prunings_and_fo
                 if other == probe:
                     expected[catalog.row(item_id)] += weight  # chosen after the probe
         np.testing.assert_allclose(covisit_scores(catalog, [probe]), expected)
+
+
+def test_the_replica_keeps_one_string_per_item_however_many_lists_hold_it() -> None:
+    catalog = ItemCatalog(half_life_s=3600.0, dim=2)
+    for item in ("a", "b", "c"):
+        # each id decoded anew, as from a record: equal strings, distinct objects
+        decoded = ["".join(["i", other]) for other in "xyz"]
+        catalog.upsert(item, PublishedItem(1.0, 1, np.zeros(2, np.float32), decoded, np.ones(len(decoded))))
+        appended = [*decoded, "".join(["i", "w"])]  # the usual update: one more neighbour
+        catalog.upsert(item, PublishedItem(1.0, 2, np.zeros(2, np.float32), appended, np.ones(len(appended))))
+    for item in ("a", "b", "c"):
+        ids, _ = catalog.neighbours(item)
+        assert ids == ["ix", "iy", "iz", "iw"]
+        assert all(neighbour is catalog.item_id(catalog.row(neighbour)) for neighbour in ids)
 
 
 def covisit_scores(catalog: ItemCatalog, item_ids: list[str]) -> np.ndarray:
