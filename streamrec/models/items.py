@@ -22,6 +22,7 @@ same three steps in one process.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Collection, Iterable
 from operator import itemgetter
 from dataclasses import dataclass, field
@@ -126,7 +127,8 @@ class OwnedItem:
         self.popularity = popularity
         self.ts_ms = ts_ms
         self.vector = vector
-        self.neighbour_ids: list[ItemId] = list(neighbours or {})
+        # Interned, as the catalogue's ids: one string per item, however many lists hold it.
+        self.neighbour_ids: list[ItemId] = [sys.intern(item_id) for item_id in neighbours or {}]
         self._slots = {item_id: slot for slot, item_id in enumerate(self.neighbour_ids)}
         self._weights = np.zeros(max(8, len(self.neighbour_ids)), dtype=np.float64)
         self._weights[:len(self.neighbour_ids)] = list((neighbours or {}).values())
@@ -158,6 +160,7 @@ class OwnedItem:
             if other != item_id and weight > 0 and math.isfinite(weight):
                 slot = slots.get(other)
                 if slot is None:
+                    other = sys.intern(other)  # decoded anew from every update
                     slot = slots[other] = len(ids)
                     ids.append(other)
                     if slot == weights.size:

@@ -9,6 +9,7 @@ ranking decays every item to one reference time in a single vectorised pass.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable
 
 import numpy as np
@@ -202,6 +203,7 @@ class PopularityRanking:
         self._index = {item_id: row for row, item_id in enumerate(self._ids)}
 
     def _append(self, item_id: ItemId) -> int:
+        item_id = sys.intern(item_id)  # the owner's co-visit lists share it (see OwnedItem)
         row = len(self._ids)
         if row == len(self._scores):
             self._scores = np.resize(self._scores, 2 * row)

@@ -318,6 +318,11 @@ def test_the_replica_keeps_one_string_per_item_however_many_lists_hold_it() -> N
         ids, _ = catalog.neighbours(item)
         assert ids == ["ix", "iy", "iz", "iw"]
         assert all(neighbour is catalog.item_id(catalog.row(neighbour)) for neighbour in ids)
+    # the owner's lists too, from deltas decoded anew and from a decoded publication
+    owned = OwnedItem()
+    owned.apply("a", ItemDelta(1.0, 1, None, {"".join(["i", "x"]): 1.0}), ItemConfig(OnlineMFConfig(dim=2)))
+    restored = OwnedItem.of(PublishedItem(1.0, 1, np.zeros(2, np.float32), ["".join(["i", "x"])], np.ones(1)))
+    assert owned.neighbour_ids[0] is restored.neighbour_ids[0] is catalog.item_id(catalog.row("ix"))
 
 
 def covisit_scores(catalog: ItemCatalog, item_ids: list[str]) -> np.ndarray:
