@@ -208,6 +208,8 @@ class ItemCatalog(PopularityRanking):
         self._followers: dict[ItemId, _Followers] = {}  # item -> items chosen after it
         self._generation = 0  # counts prunings (rows change)
         self._pairs = 0  # entries over all co-visit lists
+        # This worker's own learning steps on items whose owners have not published them since.
+        self._steps: dict[ItemId, np.ndarray] = {}
 
     def upsert(self, item_id: ItemId, item: PublishedItem) -> None:
         """Store an item as its owner published it (neighbours not yet known join the catalogue)."""
@@ -242,6 +244,7 @@ class ItemCatalog(PopularityRanking):
         else:
             ids = [names[r] for r in rows.tolist()]
         row = self._index[item_id]
+        self._steps.pop(item_id, None)  # the owner's vector now: it has this worker's earlier steps
         if item.vector.shape == (self.dim,):  # finite: owners clip, decoders reject non-finite
             self._vectors[row] = item.vector
         if appended:
@@ -317,6 +320,22 @@ class ItemCatalog(PopularityRanking):
         """The item's published vector (a view), or ``None`` if the item is unknown."""
         row = self._index.get(item_id)
         return None if row is None else self._vectors[row]
+
+    def learning_vector(self, item_id: ItemId) -> np.ndarray | None:
+        """The vector an event's learning step starts from: this worker's last :meth:`step`
+        on the item since its owner last published it, else the published vector."""
+        step = self._steps.get(item_id)
+        return step if step is not None else self.vector(item_id)
+
+    def step(self, item_id: ItemId, vector: np.ndarray) -> None:
+        """Keep this worker's learning step on a known item until its owner publishes the item again.
+
+        Lists keep scoring the published vectors. Learning starting from the published
+        vector instead, every event of a burst took the same full step until the owner's
+        state came back, and items overshot to the norm clip along one shared direction.
+        """
+        if item_id in self._index and vector.shape == (self.dim,):
+            self._steps[item_id] = vector
 
     def row(self, item_id: ItemId) -> int | None:
         """The item's row in :meth:`matrix` (rows change when the catalogue is pruned)."""
@@ -398,6 +417,7 @@ class ItemCatalog(PopularityRanking):
         new_row[keep] = np.arange(keep.size)
         super()._keep_rows(keep)
         self._generation += 1
+        self._steps = {item_id: step for item_id, step in self._steps.items() if item_id in self._index}
         self._vectors[:keep.size] = self._vectors[keep]
         self._exposures[:keep.size] = self._exposures[keep]
         neighbours = {}

@@ -146,7 +146,7 @@ def learn(user_id: UserId, state: UserState, item_id: ItemId, event_id: str | No
         return {}
     weight = min(weight, MAX_WEIGHT)  # one event cannot swamp popularity or co-visits
     mf = config.mf
-    item_vector = catalog.vector(item_id)
+    item_vector = catalog.learning_vector(item_id)
     if item_vector is None:
         item_vector = config.items.initial_vector(item_id)
     negatives = _sample_negatives(catalog, catalog.row(item_id), mf.negatives, rng)
@@ -158,6 +158,7 @@ def learn(user_id: UserId, state: UserState, item_id: ItemId, event_id: str | No
     # One delta, for the chosen item: its vector change, popularity, and co-visits with the
     # items chosen just before it (replicas index them both ways). Sending the negatives'
     # vector changes too (4 more deltas per event) measured no better on ML-100K (HR@10 0.165 both).
+    catalog.step(item_id, updated[1].copy())
     return {item_id: ItemDelta(weight, ts_ms, updated[1] - item_vector, {other: weight for other in recent})}
 
 

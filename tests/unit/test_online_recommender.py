@@ -134,6 +134,26 @@ def test_learning_is_the_pure_step_on_the_user_and_a_delta_for_the_item() -> Non
         np.testing.assert_allclose(model.catalog.vector(item_id), vector, rtol=1e-5, atol=1e-7)
 
 
+def test_a_burst_learnt_before_the_owner_publishes_moves_the_item_as_the_events_one_by_one_would() -> None:
+    config = config_of(dim=8, negatives=0)
+    catalog = config.new_catalog()
+    owner = OwnedItem()
+    owner.apply("a", ItemDelta(1.0, 0), config.items)
+    catalog.upsert("a", owner.published(config.items))
+    published = catalog.vector("a").copy()
+    users: dict[str, UserState] = defaultdict(UserState)
+    for n, user in enumerate(["u", "v", "u", "w", "v", "u"] * 5):  # nothing published back meanwhile
+        delta = learn(user, users[user], "a", f"e{n}", 1.0, n, catalog, config, random.Random(0))["a"]
+        owner.apply("a", delta, config.items)
+
+    # Each step starts from the worker's previous one, so the owner's sum of deltas ends
+    # where the steps ended, not one full step from the published vector per event.
+    np.testing.assert_allclose(owner.vector, catalog.learning_vector("a"), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(catalog.vector("a"), published)  # lists still score the published one
+    catalog.upsert("a", owner.published(config.items))  # the owner's state replaces the worker's steps
+    np.testing.assert_array_equal(catalog.learning_vector("a"), owner.vector)
+
+
 def test_an_event_sends_one_delta_popularity_vector_and_co_visits_with_the_recent_items() -> None:
     config = config_of(dim=8)
     catalog = config.new_catalog()
