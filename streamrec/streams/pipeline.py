@@ -47,7 +47,6 @@ from streamrec.streams.records import (
     Event as EventRecord,
     InvalidRequest,
     Recommendation,
-    ScoredItem,
     decode_event,
     decode_user_state,
     decode_item_info,
@@ -59,7 +58,7 @@ from streamrec.streams.records import (
     encode_item_updates,
     encode_user_state,
 )
-from streamrec.streams.sends import Sender, as_current
+from streamrec.streams.sends import Sender, as_current, stored
 from streamrec.streams.clients import TopicMissing
 from streamrec.streams.model_topic import MalformedChunk, SnapshotAssembler
 from streamrec.streams.replica import RARELY_WRITTEN_FETCH_WAIT_MS, replicate_topic
@@ -277,7 +276,7 @@ class Pipeline:
             known = states.get(event.key)
             if known is None:
                 with as_current(event):  # Faust's tables read the current event's partition
-                    state = decode_user_state(self.users.get(event.key))
+                    state = decode_user_state(stored(self.users, event.key))
             else:
                 state = known[0]
             watch.lap("state")
@@ -373,7 +372,7 @@ class Pipeline:
         Unavailable items never appear; ``categories`` keeps items in any of them.
         """
         if state is None:
-            state = decode_user_state(self.users.get(user_id.encode()))
+            state = decode_user_state(stored(self.users, user_id.encode()))
         if self.unavailable:
             exclude = (*exclude, *self.unavailable)
         only = None
@@ -391,7 +390,7 @@ class Pipeline:
         ranked = recommend(state, self.catalog, k, config, exclude, self.index, only, scores, mf_scores)
         return Recommendation(
             user_id=user_id,
-            items=[ScoredItem(item.item_id, round(item.score, 6), item.source) for item in ranked],
+            items=ranked,
             trigger=trigger, model_version=MODEL_VERSION if scores is None else f"{MODEL_VERSION}+{sequence.version}",
             source="trending" if state.vector is None else "online", emitted_ts=now_ms(), arm=group, **fields,
         )
@@ -555,9 +554,9 @@ class Pipeline:
 
     def _stored_item(self, item_id: str) -> OwnedItem:
         """An owned item as the items table holds it; a new one starts from its content, if announced."""
-        stored = self.items.get(item_id.encode())
-        if stored is not None:
-            return OwnedItem.of(decode_item_state(stored, self.config.mf.dim)[1])
+        value = stored(self.items, item_id.encode())
+        if value is not None:
+            return OwnedItem.of(decode_item_state(value, self.config.mf.dim)[1])
         item = OwnedItem()
         if item_id in self.item_features:
             item.vector = self.content.vector(self.item_features[item_id])

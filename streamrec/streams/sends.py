@@ -52,6 +52,17 @@ class as_current:  # noqa: N801 - used like a function: ``with as_current(event)
         _current_event.reset(self.token)
 
 
+def stored(table: faust.Table, key: bytes) -> bytes | None:
+    """The value of ``key`` in a table of raw bytes, in one store read (``None`` if absent).
+
+    ``table.get`` reads the store twice: Faust's tables define ``__missing__``, so mode's
+    dict proxy checks ``key in store`` before it reads the value. Like ``table.get``, it
+    reads the current event's partition (see :class:`as_current`), or every partition
+    outside a stream.
+    """
+    return table.data.get(key)
+
+
 class Sender:
     """Sends records on the app's producer, and writes tables with their changelogs."""
 

@@ -228,9 +228,11 @@ def test_embedding_scores_match_a_brute_force_sort_and_never_return_an_excluded_
         assert [score for _, score in got] == sorted((score for _, score in got), reverse=True)
 
 
-def test_a_batch_of_users_scored_in_one_product_gets_the_lists_of_one_user_at_a_time(stream: list[Event]) -> None:
+@pytest.mark.parametrize("n_users", [3, 40])  # the product is laid out one way below 16 users, the other above
+def test_a_batch_of_users_scored_in_one_product_gets_the_lists_of_one_user_at_a_time(stream: list[Event],
+                                                                                   n_users: int) -> None:
     model = learnt(stream[:3_000])
-    users = [f"u{n}" for n in range(40)] + ["nobody"]
+    users = [f"u{n}" for n in range(n_users)] + ["nobody"]
     states = [model.users.get(user) or UserState() for user in users]
 
     scores = embedding_scores(states, model.catalog, model.config)
