@@ -12,8 +12,11 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-_COLOURS = {"relay": "tab:gray", "streamrec": "tab:blue", "streamrec+snapshot": "tab:green",
-            "streamrec+trainer": "tab:orange"}
+# Each target's colour in the plots, and how a legend names it.
+_TARGETS = {"relay": ("tab:gray", "grey: model-free relay"), "streamrec": ("tab:blue", "blue: streamrec"),
+            "streamrec+snapshot": ("tab:green", "green: serving a sequence snapshot"),
+            "streamrec+trainer": ("tab:orange", "orange: with the trainer running")}
+_COLOURS = {target: colour for target, (colour, _) in _TARGETS.items()}
 
 
 def _pairs(steps: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -47,8 +50,8 @@ def _plot_cdf(steps: list[dict[str, Any]], path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("event → recommendation latency (ms, log scale)")
     ax.set_ylabel("share of events")
-    ax.set_title("Latency CDF per rate (grey: model-free relay, blue: streamrec, green: serving a\n"
-                 "sequence snapshot, orange: with the trainer running)")
+    keys = [key for target, (_, key) in _TARGETS.items() if any(step["target"] == target for step in steps)]
+    ax.set_title(f"Latency CDF per rate ({', '.join(keys[:2])}" + (f",\n{', '.join(keys[2:])})" if keys[2:] else ")"))
     _save(fig, [ax], path)
 
 

@@ -27,7 +27,7 @@ def test_a_step_is_sustained_only_with_every_event_answered_and_little_backlog()
     assert not sustained({"rate": 1000, "missing": 0, "lag_max": 1500})
 
 
-def test_the_search_climbs_from_the_best_fixed_rate_and_bisects_once() -> None:
+def test_the_search_climbs_from_the_best_fixed_rate_and_bisects_to_within_20_percent() -> None:
     steps, tried, step = fake_steps(limit=700)
     for rate in (200, 500):
         step("relay", rate)
@@ -38,8 +38,8 @@ def test_a_failed_fixed_rate_bounds_the_search_and_none_kept_up_searches_down() 
     steps, tried, step = fake_steps(limit=300)
     for rate in (200, 1000):
         step("streamrec", rate)
-    assert _find_max("streamrec", steps, step) == 200 and tried[2:] == [600]  # 600 fails, 200 stays best
+    assert _find_max("streamrec", steps, step) == 300 and tried[2:] == [600, 400, 300, 350]
 
     steps, tried, step = fake_steps(limit=120)
     step("streamrec", 500)
-    assert _find_max("streamrec", steps, step) == 94 and tried[1:] == [250, 125, 62.5, 94]  # halving, then bisecting
+    assert _find_max("streamrec", steps, step) == 110 and tried[1:] == [250, 125, 62.5, 94, 110]  # halving, then bisecting
