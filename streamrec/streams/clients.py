@@ -118,8 +118,14 @@ class StreamConsumer:
         self._consumer = consumer
 
     def poll(self, timeout_s: float, max_records: int = 1000) -> list[Any]:
-        """Records that arrived, waiting up to ``timeout_s`` for the first one."""
-        return [message for message in self._consumer.consume(max_records, timeout_s) if message.error() is None]
+        """Records that arrived, waiting up to ``timeout_s`` for the first one, then taking only those already here."""
+        # librdkafka's consume(n, timeout) returns when it has n records or the timeout is up: at
+        # 1,000 records/s and 100 ms that held each record back ~50 ms (p50), ~95 ms (p99).
+        first = self._consumer.poll(timeout_s)
+        if first is None:
+            return []
+        messages = [first, *(self._consumer.consume(max_records - 1, 0) if max_records > 1 else ())]
+        return [message for message in messages if message.error() is None]
 
     def close(self) -> None:
         """Leave: no offsets are committed (there is no group)."""
