@@ -370,6 +370,11 @@ class ItemCatalog(PopularityRanking):
         return self._vectors[:len(self._ids)]
 
     @property
+    def pending_steps(self) -> int:
+        """Items this worker has stepped (see :meth:`step`) whose owners have not published them since."""
+        return len(self._steps)
+
+    @property
     def neighbour_pairs(self) -> int:
         """Entries over all the items' co-visit lists: what the catalogue's memory grows with
         once every item is known (up to ``2 * max_neighbours`` per item, see :class:`OwnedItem`)."""

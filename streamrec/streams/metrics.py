@@ -73,6 +73,10 @@ class WorkerMetrics:
             "streamrec_catalog_neighbours", "Entries over the co-visit lists of this worker's item "
             "replica (bounded by items x 2 model.max_neighbours; its memory grows with them).",
             registry=self.registry)
+        self.catalog_pending_steps = Gauge(
+            "streamrec_catalog_pending_steps", "Items this worker learnt from whose owners have not published "
+            "them since (each keeps the worker's last step; emptied as the owners' states come back).",
+            registry=self.registry)
         self.index_items = Gauge(
             "streamrec_index_items", "Items searchable in this worker's vector index.", registry=self.registry)
         self.index_delta_items = Gauge(

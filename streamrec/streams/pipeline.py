@@ -156,6 +156,7 @@ class Pipeline:
         self.metrics.assigned_partitions.set_function(self.owned_event_partitions)
         self.metrics.index_items.set_function(lambda: len(self.index))
         self.metrics.catalog_neighbours.set_function(lambda: self.catalog.neighbour_pairs)
+        self.metrics.catalog_pending_steps.set_function(lambda: self.catalog.pending_steps)
         self.metrics.index_delta_items.set_function(lambda: self.index.delta_items)
         self.metrics.index_rebuilding.set_function(lambda: self.index.rebuilding)
         self.metrics.watch_memory(lambda: memory_parts((self.users, self.items)))

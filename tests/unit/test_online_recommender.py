@@ -150,8 +150,10 @@ def test_a_burst_learnt_before_the_owner_publishes_moves_the_item_as_the_events_
     # where the steps ended, not one full step from the published vector per event.
     np.testing.assert_allclose(owner.vector, catalog.learning_vector("a"), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(catalog.vector("a"), published)  # lists still score the published one
+    assert catalog.pending_steps == 1  # one kept step per item, however many events
     catalog.upsert("a", owner.published(config.items))  # the owner's state replaces the worker's steps
     np.testing.assert_array_equal(catalog.learning_vector("a"), owner.vector)
+    assert catalog.pending_steps == 0
 
 
 def test_an_event_sends_one_delta_popularity_vector_and_co_visits_with_the_recent_items() -> None:
