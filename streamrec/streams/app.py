@@ -233,5 +233,8 @@ def _register_processors(app: StreamrecApp, pipeline: Pipeline) -> None:
             replicate_topic(kafka, names.items, pipeline.apply_item_info, pipeline.item_info_ready,
                             offsets.setdefault(names.items, {}), RARELY_WRITTEN_FETCH_WAIT_MS),
             pipeline.follow_models(),
+            # Owners publish at most once per model.item_publish_interval_ms, so waiting as long for
+            # the next records adds at most that to freshness; a 10 ms wait polled 5x as often for nothing.
             replicate_topic(kafka, names.item_state, pipeline.apply_item_state, pipeline.catalogue_ready,
-                            offsets.setdefault(names.item_state, {})))
+                            offsets.setdefault(names.item_state, {}),
+                            max(kafka.fetch_max_wait_ms, pipeline.settings.model.item_publish_interval_ms)))

@@ -30,8 +30,9 @@ _NUMPY = orjson.OPT_SERIALIZE_NUMPY  # numpy scalars are numbers (stdlib json re
 SCHEMA_VERSION = 1
 #: Most bytes of an original value copied into a dead letter.
 DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024
-ITEM_UPDATES_PER_RECORD = 256
-"""Most item deltas in one internal item-updates record (each is under 2 KB at dim 32–128)."""
+ITEM_UPDATES_PER_RECORD = 64
+"""Most item deltas in one internal item-updates record (each is under 2 KB at dim 32–128). The owner
+applies a record in one go while events wait, so records stay small."""
 ITEM_UPDATES_PAYLOAD_LIMIT = 1024 * 1024  # Kafka's default max.message.bytes
 
 UserId = str

@@ -24,6 +24,10 @@ ApplyRecord = Callable[[bytes | None, bytes | None, int], None]
 """Called with a record's key, value and timestamp (epoch ms)."""
 
 
+#: Records a replica applies before it lets the event loop run other work (events wait
+#: behind a whole fetch otherwise: a few hundred item states take several milliseconds).
+APPLY_CHUNK = 64
+
 #: Fetch wait of replicas of rarely written topics (item info, models): on the embedded broker
 #: an idle consumer sends one fetch per wait, and each costs the worker and the broker CPU.
 RARELY_WRITTEN_FETCH_WAIT_MS = 500
@@ -59,6 +63,7 @@ async def replicate_topic(kafka: KafkaSettings, topic: str, apply: ApplyRecord,
                 consumer.seek(tp, positions[tp.partition])
         while True:
             batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            applied = 0
             for records in batches.values():
                 for record in records:
                     try:
@@ -66,7 +71,10 @@ async def replicate_topic(kafka: KafkaSettings, topic: str, apply: ApplyRecord,
                     except ValueError as exc:  # InvalidRecord is a ValueError
                         log.warning("skipping malformed record %s[%d]@%d: %r", topic,
                                     record.partition, record.offset, exc)
-                positions[record.partition] = record.offset + 1
+                    positions[record.partition] = record.offset + 1
+                    applied += 1
+                    if applied % APPLY_CHUNK == 0:
+                        await asyncio.sleep(0)
             if ready is not None and not ready.is_set() and await _caught_up(consumer, partitions):
                 ready.set()
     finally:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from streamrec.config import Settings
 from streamrec.streams.clients import open_consumer
 from tests.harness import send, topic_names
+
+pytestmark = pytest.mark.integration
 
 
 def test_poll_returns_records_as_soon_as_they_arrive(settings: Settings) -> None:
