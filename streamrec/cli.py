@@ -279,7 +279,7 @@ def evaluate(
     half_life_h: Annotated[float, typer.Option(help="Half-life of trending, hours of event time.")] = 24.0,
     publish_every: Annotated[int, typer.Option(min=1, help="Publish item changes to the replica every n events, "
                                                "as the worker does every model.item_publish_interval_ms "
-                                               "(10 = 50 ms at 200 events/s; 1 = at once).")] = 10,
+                                               "(10 = 50 ms at 200 events/s, 40 = the default 200 ms; 1 = at once).")] = 10,
     limit: Annotated[int | None, typer.Option(min=1, help="Replay only the first n events.")] = None,
     live: Annotated[bool, typer.Option("--live", help="Also replay through a broker and real workers and "
                                        "score the lists they push (the default model only).")] = False,

@@ -159,7 +159,7 @@ class ModelSettings(_Section):
     popularity_half_life_s: float = Field(3600.0, gt=0)
     history_size: int = Field(200, ge=1, le=100_000)
     max_items: int = Field(1_000_000, ge=1)
-    item_publish_interval_ms: int = Field(50, ge=1, le=60_000)
+    item_publish_interval_ms: int = Field(200, ge=1, le=60_000)
     dim: int = Field(32, ge=2, le=1024)
     learning_rate: float = Field(0.03, ge=0, le=10)
     user_lr_multiplier: float = Field(32.0, ge=0, le=1000)
