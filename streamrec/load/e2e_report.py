@@ -39,6 +39,8 @@ def _save(fig: plt.Figure, axes: list[plt.Axes], path: Path) -> None:
 
 
 def _plot_cdf(steps: list[dict[str, Any]], path: Path) -> None:
+    # The fixed rates only: each gets its own line style (the rate search's steps are in vs_rate.png).
+    steps = [step for step in steps if step.get("phase", "fixed") != "search"]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     rates = sorted({step["rate"] for step in steps})
     styles = dict(zip(rates, ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 1))], strict=False))
@@ -51,7 +53,7 @@ def _plot_cdf(steps: list[dict[str, Any]], path: Path) -> None:
     ax.set_xlabel("event → recommendation latency (ms, log scale)")
     ax.set_ylabel("share of events")
     keys = [key for target, (_, key) in _TARGETS.items() if any(step["target"] == target for step in steps)]
-    ax.set_title(f"Latency CDF per rate ({', '.join(keys[:2])}" + (f",\n{', '.join(keys[2:])})" if keys[2:] else ")"))
+    ax.set_title(f"Latency CDF per fixed rate ({', '.join(keys[:2])}" + (f",\n{', '.join(keys[2:])})" if keys[2:] else ")"))
     _save(fig, [ax], path)
 
 
