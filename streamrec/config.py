@@ -109,6 +109,9 @@ class WorkerSettings(_Section):
     """Most glibc heaps the worker's threads share (0: glibc's default, 8 per core)."""
     malloc_mmap_threshold_kb: int = Field(128, ge=0, le=32_768)
     """Allocations this size and larger get their own mapping (0: glibc's dynamic threshold)."""
+    gc_freeze: bool = True
+    """Once ready, exempt the objects alive then from Python's garbage collector (``gc.freeze``):
+    full collections then pause the worker for a few ms instead of about 100 ms."""
     max_batch_events: int = Field(500, ge=1, le=100_000)
     """Most events processed as one micro-batch."""
     max_batch_wait_ms: float = Field(5.0, ge=0, le=1000)

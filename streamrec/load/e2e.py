@@ -321,6 +321,7 @@ def run_step(base: Settings, config: E2EConfig, target: str, rate: float, run: s
         result["stage_us_per_event"] = _per_event(_stages(before), _stages(after), result)
         result.update(_freshness(before, after))
         result.update(_batch_size(before, after))
+        result.update(_gc_pauses(before, after, result))
     return {"target": target, "rate": rate, "workers": config.workers, "ready_s": round(ready_s, 1), **result}
 
 
@@ -384,6 +385,22 @@ def _batch_size(before: dict[str, float], after: dict[str, float]) -> dict[str, 
     batches = after.get("streamrec_batch_events_count", 0.0) - before.get("streamrec_batch_events_count", 0.0)
     events = after.get("streamrec_batch_events_sum", 0.0) - before.get("streamrec_batch_events_sum", 0.0)
     return {"mean_batch_events": round(events / batches, 1)} if batches > 0 else {}
+
+
+def _gc_pauses(before: dict[str, float], after: dict[str, float], result: dict[str, Any]) -> dict[str, float]:
+    """The garbage collector's pauses during the step (``streamrec_gc_pause_seconds``): µs per
+    answered event over every generation, and the full collections' number and mean in ms."""
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    prefix = "streamrec_gc_pause_seconds_sum{"
+    total = sum(delta(name) for name in after if name.startswith(prefix))
+    full = delta('streamrec_gc_pause_seconds_count{generation="2"}')
+    if not any(name.startswith(prefix) for name in after):
+        return {}
+    return {"gc_us_per_event": round(total / max(result["received"], 1) * 1e6, 1), "gc_full_collections": int(full),
+            "gc_full_pause_ms_mean": round(delta('streamrec_gc_pause_seconds_sum{generation="2"}') / full * 1000, 1)
+            if full else 0.0}
 
 
 def _per_event(before: dict[str, float], after: dict[str, float], result: dict[str, Any]) -> dict[str, float]:

@@ -282,15 +282,20 @@ def _stage_table(steps: list[dict[str, Any]]) -> list[str]:
     if not names:
         return []
     lines = ["", "Worker CPU per answered event (µs), by stage of streamrec's own work and the rest:", "",
-             "| step | events per batch | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+             "| step | events per batch | " + " | ".join(names) + " | of which garbage collection | full "
+             "collections (mean pause) |", "|---|---|" + "---|" * (len(names) + 2)]
     for step in steps:
         figures = step.get("stage_us_per_event", {})
         phase = step.get("phase", "fixed")
         label = f"{step['target']} {step['rate']:,.0f}/s" + ("" if phase == "fixed" else f" ({phase})")
+        collections = (f"{step['gc_full_collections']} ({step['gc_full_pause_ms_mean']:g} ms)"
+                       if "gc_full_collections" in step else "")
         lines.append(f"| {label} | {step.get('mean_batch_events', '')} | " + " | ".join(
-            str(figures.get(name, "")) for name in names) + " |")
+            str(figures.get(name, "")) for name in names) + f" | {step.get('gc_us_per_event', '')} | {collections} |")
     lines += ["", "Events per batch: the mean micro-batch (`streamrec_batch_events`): 1 while the worker "
-              "keeps up event by event, more when it is behind and takes the events the broker already holds."]
+              "keeps up event by event, more when it is behind and takes the events the broker already holds.",
+              "Garbage collection: the pauses of Python's collector (`streamrec_gc_pause_seconds`), inside the "
+              "figures before it; a full collection stops the worker's event loop for its whole length."]
     return lines
 
 

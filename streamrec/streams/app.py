@@ -14,6 +14,7 @@ from faust.types import EventT, ProducerT, StreamT
 from mode.utils.futures import StampedeWrapper
 
 from streamrec.config import Settings
+from streamrec.streams.collector import PauseTimer, freeze_long_lived
 from streamrec.streams.memory import release_free_heap
 from streamrec.streams.pipeline import Pipeline
 from streamrec.streams.replica import RARELY_WRITTEN_FETCH_WAIT_MS, replicate_topic
@@ -55,11 +56,36 @@ class TunedApp(faust.App):
         # Faust's original, stampede-protected, for the rare not-yet-started case.
         return StampedeWrapper(faust.App.maybe_start_producer.__wrapped__, self)
 
+    async def long_lived_state_loaded(self) -> None:
+        """Return once the app holds the state it keeps for its lifetime (see :func:`freeze_when_loaded`)."""
+
+
+async def freeze_when_loaded(app: TunedApp) -> None:
+    """Exempt the app's long-lived objects from the garbage collector once they are loaded (``collector.py``)."""
+    await app.long_lived_state_loaded()
+    started = time.perf_counter()
+    frozen = freeze_long_lived()  # on the loop: one full collection, once
+    logging.getLogger(__name__).info("%d long-lived objects exempt from garbage collection (%.0f ms)",
+                                     frozen, (time.perf_counter() - started) * 1000)
+
 
 class StreamrecApp(TunedApp):
     """The worker's app: a :class:`TunedApp` with streamrec's pipeline."""
 
     pipeline: Pipeline
+
+    async def long_lived_state_loaded(self) -> None:
+        """Return once the item replicas hold the item state present at start."""
+        await self.pipeline.ready()
+
+    async def on_start(self) -> None:
+        """Time the garbage collector's pauses (``streamrec_gc_pause_seconds``) while the app runs."""
+        await super().on_start()
+        self._gc_pauses.start()
+
+    @cached_property
+    def _gc_pauses(self) -> PauseTimer:
+        return PauseTimer(self.pipeline.metrics.gc_pause)
 
     async def on_stop(self) -> None:
         """Snapshot the index, giving a running rebuild a few seconds to land first.
@@ -73,6 +99,7 @@ class StreamrecApp(TunedApp):
             await self.pipeline.save_snapshot()
         except OSError as exc:  # a full or read-only disk must not turn a clean stop into a crash
             logging.getLogger(__name__).warning("index snapshot not saved: %s", exc)
+        self._gc_pauses.stop()
         await super().on_stop()
 
 
@@ -113,6 +140,8 @@ def tuned_app(settings: Settings, app_class: type[AppT], store: str) -> AppT:
     )
     app.consumer_tuning = ConsumerTuning(fetch_max_wait_ms=kafka.fetch_max_wait_ms,
                                          correct_end_offsets=kafka.correct_end_offsets)
+    if worker.gc_freeze:
+        app.task(freeze_when_loaded)
     return app
 
 

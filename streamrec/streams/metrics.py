@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,6 +13,7 @@ from prometheus_client.core import GaugeMetricFamily
 #: Buckets for per-message processing time, in seconds (100 µs to 1 s).
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+PAUSE_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 FRESHNESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -109,6 +111,14 @@ class WorkerMetrics:
         self.stage_seconds = Counter(
             "streamrec_stage_seconds", "Seconds spent in each stage of the worker's own work; the rest of its "
             "CPU goes to Faust, the Kafka clients and the event loop.", ["stage"], registry=self.registry)
+        self.gc_pause = Histogram(
+            "streamrec_gc_pause_seconds", "Pauses of Python's garbage collector, by generation (2: a full "
+            "collection; the event loop stops meanwhile).", ["generation"], buckets=PAUSE_BUCKETS,
+            registry=self.registry)
+        self.gc_frozen_objects = Gauge(
+            "streamrec_gc_frozen_objects", "Objects exempt from garbage collection since the worker was "
+            "ready (worker.gc_freeze; 0: none).", registry=self.registry)
+        self.gc_frozen_objects.set_function(gc.get_freeze_count)
         self._stages = {stage: self.stage_seconds.labels(stage) for stage in STAGES}
 
     def watch_memory(self, parts: Callable[[], dict[str, int]]) -> None:

@@ -134,6 +134,9 @@ def test_worker_serves_events_requests_and_dead_letters_then_recovers_after_sigk
     assert f'streamrec_events_in_total{{outcome="applied"}} {float(len(all_valid))}' in metrics
     assert 'streamrec_events_in_total{outcome="duplicate"} 1.0' in metrics
     assert f'streamrec_dead_lettered_total{{topic="{names.events}"}} {float(len(bad))}' in metrics
+    figures = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line and not line.startswith("#"))
+    assert float(figures["streamrec_gc_frozen_objects"]) > 10_000  # the loaded worker's objects, frozen
+    assert float(figures['streamrec_gc_pause_seconds_count{generation="2"}']) >= 1  # that freeze's collection
 
     # 5. crash, restart without the local state: tables come back from the changelogs, item
     #    vectors from the item-state topic, so every user gets the same list as before the crash

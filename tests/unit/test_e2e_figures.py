@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from streamrec.load.e2e import _batch_size, _freshness, _rss_trend, _Tally, _windows
+from streamrec.load.e2e import _batch_size, _freshness, _gc_pauses, _rss_trend, _Tally, _windows
 
 
 def samples(rss_at) -> list[dict[str, float]]:
@@ -71,6 +71,17 @@ def test_the_mean_batch_is_read_from_the_histogram_added_during_the_step() -> No
     after = {"streamrec_batch_events_count": 110.0, "streamrec_batch_events_sum": 410.0}  # 100 batches, 400 events
     assert _batch_size(before, after) == {"mean_batch_events": 4.0}
     assert _batch_size(before, before) == {}  # no batch (the relay)
+
+
+def test_garbage_collection_pauses_are_read_from_the_histogram_added_during_the_step() -> None:
+    def samples(full: float, full_s: float, young_s: float) -> dict[str, float]:
+        return {'streamrec_gc_pause_seconds_count{generation="2"}': full,
+                'streamrec_gc_pause_seconds_sum{generation="2"}': full_s,
+                'streamrec_gc_pause_seconds_sum{generation="0"}': young_s}
+
+    figures = _gc_pauses(samples(1, 0.1, 0.5), samples(5, 0.5, 1.5), {"received": 10_000})
+    assert figures == {"gc_us_per_event": 140.0, "gc_full_collections": 4, "gc_full_pause_ms_mean": 100.0}
+    assert _gc_pauses({}, {"other": 1.0}, {"received": 10}) == {}  # the relay serves no such metric
 
 
 def test_the_report_compares_streamrec_with_and_without_the_trainer_at_each_rate() -> None:
