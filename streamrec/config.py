@@ -103,6 +103,8 @@ class WorkerSettings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
     rocksdb_write_buffer_mb: int = Field(4, ge=1, le=4096)
     rocksdb_block_cache_mb: int = Field(8, ge=1, le=65536)
+    rocksdb_wal: bool = False
+    """Also write RocksDB's write-ahead log (the tables' changelog topics already make them durable)."""
     heap_trim_interval_s: float = Field(60.0, ge=0, le=86_400)
     """How often the worker gives the C heap's free pages back to the OS (0: never)."""
     malloc_arenas: int = Field(2, ge=0, le=64)
@@ -127,7 +129,7 @@ class WorkerSettings(_Section):
     def rocksdb_options(self) -> dict[str, int]:
         """Faust's RocksDB store options: bounded memtables per table partition, one block cache per worker."""
         return {"write_buffer_size": self.rocksdb_write_buffer_mb * 2**20, "max_write_buffer_number": 2,
-                "block_cache_size": self.rocksdb_block_cache_mb * 2**20}
+                "block_cache_size": self.rocksdb_block_cache_mb * 2**20, "write_ahead_log": self.rocksdb_wal}
 
 
 class EventSettings(_Section):

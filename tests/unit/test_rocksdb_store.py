@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
+
+import pytest
 
 from streamrec.config import Settings, with_section
 from streamrec.streams.app import create_app
@@ -40,3 +44,44 @@ def test_a_worker_keeps_its_tables_on_the_shared_cache_store(tmp_path: Path) -> 
         assert isinstance(table.data, Store)
         assert isinstance(table.data.rocksdb_options, SharedCacheOptions)
         assert table.data.rocksdb_options.block_cache_size == settings.worker.rocksdb_block_cache_mb * MB
+        assert table.data.rocksdb_options.write_ahead_log is settings.worker.rocksdb_wal is False
+
+
+def log_bytes(path: Path) -> int:
+    """Bytes in the database's write-ahead log files."""
+    return sum(f.stat().st_size for f in path.glob("*.log"))
+
+
+@pytest.mark.parametrize("logged", [True, False])
+def test_without_the_log_writes_stay_out_of_it_and_a_clean_close_keeps_them(tmp_path: Path, logged: bool) -> None:
+    options = SharedCacheOptions(block_cache_size=MB, use_rocksdict=True, write_ahead_log=logged)
+    db = options.open(tmp_path)
+    for key in range(1_000):
+        db[key.to_bytes(4, "big")] = bytes(100)
+    assert (log_bytes(tmp_path) > 100_000) is logged
+    db.close()
+    db = options.open(tmp_path)
+    assert db[(999).to_bytes(4, "big")] == bytes(100)  # the memtable was flushed on close
+    db.close()
+
+
+CRASH = """
+import os, sys
+from pathlib import Path
+from streamrec.streams.rocksdb_store import SharedCacheOptions
+db = SharedCacheOptions(block_cache_size=2**20, use_rocksdict=True, write_ahead_log=False).open(Path(sys.argv[1]))
+for key in range(100):
+    db[key.to_bytes(4, "big")] = b"flushed"
+db.flush()
+for key in range(100, 200):
+    db[key.to_bytes(4, "big")] = b"in the memtable"
+os._exit(9)  # a crash: no close, no flush
+"""
+
+
+def test_after_a_crash_without_the_log_the_database_holds_a_prefix_of_its_writes(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-c", CRASH, str(tmp_path)], check=False, timeout=60)
+    db = SharedCacheOptions(block_cache_size=MB, use_rocksdict=True).open(tmp_path)
+    assert all(db[key.to_bytes(4, "big")] == b"flushed" for key in range(100))
+    assert (100).to_bytes(4, "big") not in db  # lost with the memtable: recovery replays it from the changelog
+    db.close()
