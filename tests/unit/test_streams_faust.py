@@ -216,7 +216,7 @@ def test_events_wait_until_the_item_catalogue_has_caught_up(app: StreamrecApp, o
     app.pipeline.catalogue_ready.clear()  # as in a worker whose replica is still reading item-state
 
     async def scenario(feed: Feed) -> None:
-        put = asyncio.create_task(feed.agent.put(event(event_id="e1"), key=b"u1"))
+        put = asyncio.create_task(feed.agent.put(event(event_id="e1"), key=b"u1", wait=False))
         await asyncio.sleep(0.2)
         assert outputs["recommendations"].messages == []  # held back, not answered from nothing
         feed.pipeline.catalogue_ready.set()
