@@ -111,6 +111,8 @@ class WorkerSettings(_Section):
     """Most glibc heaps the worker's threads share (0: glibc's default, 8 per core)."""
     malloc_mmap_threshold_kb: int = Field(128, ge=0, le=32_768)
     """Allocations this size and larger get their own mapping (0: glibc's dynamic threshold)."""
+    gc_young_threshold: int = Field(10_000, ge=0, le=10_000_000)
+    """Net allocations between collections of the garbage collector's young generation (0: Python's 700)."""
     gc_freeze: bool = True
     """Once ready, exempt the objects alive then from Python's garbage collector (``gc.freeze``):
     full collections then pause the worker for a few ms instead of about 100 ms."""

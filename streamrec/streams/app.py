@@ -149,7 +149,9 @@ def create_app(settings: Settings, store: str = STORE_URL) -> StreamrecApp:
     """Build the worker's Faust app from ``settings`` (nothing connects until it starts).
 
     ``store`` is the Faust table store: RocksDB with one block cache per worker
-    (:mod:`~streamrec.streams.rocksdb_store`) in workers, ``"memory://"`` in unit tests.
+    (:mod:`~streamrec.streams.rocksdb_store`) in workers, ``streamrec-memory://``
+    (:mod:`~streamrec.streams.memory_store`) in unit tests: the pipeline reads and writes
+    its tables through their ``get_in``/``set_in``.
     """
     app = tuned_app(settings, StreamrecApp, store)
     app.pipeline = pipeline = Pipeline(app, settings)

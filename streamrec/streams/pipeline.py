@@ -58,7 +58,7 @@ from streamrec.streams.records import (
     encode_item_updates,
     encode_user_state,
 )
-from streamrec.streams.sends import Sender, as_current, stored
+from streamrec.streams.sends import Sender, stored
 from streamrec.streams.clients import TopicMissing
 from streamrec.streams.model_topic import MalformedChunk, SnapshotAssembler
 from streamrec.streams.replica import RARELY_WRITTEN_FETCH_WAIT_MS, replicate_topic
@@ -276,8 +276,7 @@ class Pipeline:
             watch.lap("decode")
             known = states.get(event.key)
             if known is None:
-                with as_current(event):  # Faust's tables read the current event's partition
-                    state = decode_user_state(stored(self.users, event.key))
+                state = decode_user_state(stored(self.users, event.key, event.message.partition))
             else:
                 state = known[0]
             watch.lap("state")

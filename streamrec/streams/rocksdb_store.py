@@ -84,5 +84,19 @@ class Store(faust_rocksdb.Store):
             raise RuntimeError(f"{STORE_URL} needs the rocksdict driver (pip install rocksdict)")
         self.rocksdb_options = SharedCacheOptions(**self.options, use_rocksdict=True)
 
+    def get_in(self, partition: int, key: bytes) -> bytes | None:
+        """The raw value of ``key`` in ``partition``'s database: one RocksDB read.
+
+        Faust's ``table[key]`` finds the partition in the current event (a task-local) and
+        goes through its codec layers and key index on every access: about 10 µs, against
+        1 µs for the read. The worker knows each key's partition (its event's).
+        """
+        return self._db_for_partition(partition).get(key)
+
+    def set_in(self, partition: int, key: bytes, value: bytes) -> None:
+        """Write the raw ``value`` of ``key`` into ``partition``'s database (see :meth:`get_in`)."""
+        self._key_index[key] = partition  # a read that names no partition (HTTP) goes straight there
+        self._db_for_partition(partition).put(key, value)
+
 
 STORES.aliases.setdefault(STORE_URL.split(":", 1)[0], f"{__name__}:Store")

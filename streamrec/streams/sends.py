@@ -19,48 +19,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import Iterable
 from typing import Any
 
 import faust
 from aiokafka.structs import RecordMetadata
-from faust.streams import _current_event
 from faust.types import TP, EventT
 
 log = logging.getLogger(__name__)
 
 
-class as_current:  # noqa: N801 - used like a function: ``with as_current(event):``
-    """Make ``event`` Faust's current event while table keys are read or written.
-
-    Faust's tables take the partition of a key's store and changelog record from the
-    current event (a task-local set by the stream), which in a micro-batch is the batch's
-    last event, not necessarily one of this user's. Faust has no public setter. A class,
-    not ``@contextmanager``: it runs for every table access, and a generator costs more.
-    """
-
-    __slots__ = ("event", "token")
-
-    def __init__(self, event: EventT) -> None:
-        self.event = event
-
-    def __enter__(self) -> None:
-        self.token = _current_event.set(weakref.ref(self.event))
-
-    def __exit__(self, *exc: object) -> None:
-        _current_event.reset(self.token)
-
-
-def stored(table: faust.Table, key: bytes) -> bytes | None:
+def stored(table: faust.Table, key: bytes, partition: int | None = None) -> bytes | None:
     """The value of ``key`` in a table of raw bytes, in one store read (``None`` if absent).
 
-    ``table.get`` reads the store twice: Faust's tables define ``__missing__``, so mode's
-    dict proxy checks ``key in store`` before it reads the value. Like ``table.get``, it
-    reads the current event's partition (see :class:`as_current`), or every partition
-    outside a stream.
+    With ``partition`` (the key's, as its event's on the partition's owner) it reads that
+    partition's store only (``Store.get_in``: the worker's stores skip Faust's per-access
+    layers). Without, it is ``table.data.get``: the current event's partition inside a
+    stream, every partition outside one. (``table.get`` would read twice: Faust's tables
+    define ``__missing__``, so mode's dict proxy checks ``key in store`` first.)
     """
-    return table.data.get(key)
+    return table.data.get(key) if partition is None else table.data.get_in(partition, key)
 
 
 class Sender:
@@ -88,8 +66,8 @@ class Sender:
             asyncio.ensure_future(self.app.crash(exc))
 
     async def store(self, table: faust.Table, rows: Iterable[tuple[EventT, bytes, bytes]]) -> None:
-        """Write each ``(event, key, value)`` to ``table`` (a table of raw bytes) and its changelog,
-        in the partition of the row's event.
+        """Write each ``(event, key, value)`` to ``table`` (a table of raw bytes, on a store with
+        ``set_in``: the worker's) and its changelog, in the partition of the row's event.
 
         What ``table[key] = value`` does, with one more saving: the changelog offset the
         local store keeps (where recovery resumes) is written once per partition and call,
@@ -98,9 +76,8 @@ class Sender:
         changelog = table.changelog_topic.get_topic_name()
         last: dict[int, asyncio.Future[RecordMetadata]] = {}
         for event, key, value in rows:
-            with as_current(event):  # the store writes to the current event's partition
-                table.data[key] = value
             partition = event.message.partition
+            table.data.set_in(partition, key, value)
             last[partition] = await self.send(changelog, key, value, partition)
         for partition, delivered in last.items():
             delivered.add_done_callback(lambda future, tp=TP(changelog, partition): _persisted(table, tp, future))

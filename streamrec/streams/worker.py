@@ -10,6 +10,7 @@ import faust
 
 from streamrec.config import Settings
 from streamrec.streams.app import create_app
+from streamrec.streams.collector import set_young_threshold
 from streamrec.streams.memory import fix_mmap_threshold, limit_malloc_arenas
 from streamrec.streams.relay import create_relay_app
 from streamrec.streams.topics import create_topics
@@ -46,6 +47,7 @@ def run_worker(settings: Settings, relay: bool = False) -> None:
     use_event_loop(settings.worker.event_loop)
     limit_malloc_arenas(settings.worker.malloc_arenas)  # before Faust starts its threads
     fix_mmap_threshold(settings.worker.malloc_mmap_threshold_kb)
+    set_young_threshold(settings.worker.gc_young_threshold)
     app = create_relay_app(settings) if relay else create_app(settings)
     worker = Worker(app, loglevel=settings.worker.log_level.upper())
     worker.execute_from_commandline()

@@ -1,6 +1,6 @@
 """Harness for testing the worker's stream processors under Faust's ``agent.test_context()``.
 
-No broker: tables use ``memory://`` and the pipeline's sender hands every record to an
+No broker: tables use ``streamrec-memory://`` (Faust's in-memory store) and the pipeline's sender hands every record to an
 ``Outbox`` recorder per topic instead of Kafka (faust ``docs/userguide/testing.rst``, "Mock
 anything that leaves the process"). ``create_app`` takes the store URL.
 """
@@ -18,6 +18,7 @@ import pytest
 
 from streamrec.config import load_settings
 from streamrec.streams.app import StreamrecApp, create_app
+from streamrec.streams.memory_store import STORE_URL as MEMORY_STORE
 from streamrec.streams.pipeline import Pipeline
 
 PREFIX = "unit."
@@ -31,8 +32,8 @@ def app(tmp_path: Path) -> StreamrecApp:
     return make_app(tmp_path)
 
 
-def make_app(tmp_path: Path, store: str = "memory://", **sections: dict) -> StreamrecApp:
-    """A worker app for the harness: two partitions, ``memory://`` tables, k = 3 (``sections`` add settings)."""
+def make_app(tmp_path: Path, store: str = MEMORY_STORE, **sections: dict) -> StreamrecApp:
+    """A worker app for the harness: two partitions, in-memory tables, k = 3 (``sections`` add settings)."""
     settings = load_settings(**{"worker": {"data_dir": tmp_path / "data", "app_id": "unit-app"},
                                 "topics": {"prefix": PREFIX, "partitions": 2},
                                 "model": {"k": 3}, "events": {"dedup_window": 10}, **sections})

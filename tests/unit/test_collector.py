@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from streamrec.streams.collector import PauseTimer, freeze_long_lived
+from streamrec.streams.collector import PauseTimer, freeze_long_lived, set_young_threshold
 from streamrec.streams.metrics import WorkerMetrics
 
 
@@ -65,3 +65,14 @@ def test_pause_timer_observes_each_collection_by_generation_until_stopped() -> N
     finally:
         timer.stop()
         gc.enable()
+
+
+def test_the_young_threshold_is_set_and_zero_keeps_pythons() -> None:
+    before = gc.get_threshold()
+    try:
+        set_young_threshold(0)
+        assert gc.get_threshold() == before
+        set_young_threshold(12_345)
+        assert gc.get_threshold() == (12_345, *before[1:])
+    finally:
+        gc.set_threshold(*before)

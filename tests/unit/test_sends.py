@@ -9,7 +9,8 @@ from pathlib import Path
 from aiokafka.errors import KafkaTimeoutError
 from faust.types import TP
 
-from streamrec.streams.sends import Sender
+from streamrec.streams.rocksdb_store import STORE_URL
+from streamrec.streams.sends import Sender, stored
 from tests.unit.faust_harness import make_app
 
 
@@ -18,14 +19,14 @@ class Message:
         self.partition = partition
 
 
-class Event:  # what Faust's tables read from the current event: its message's partition
+class Event:  # what Sender.store reads of an event: its message's partition
     def __init__(self, partition: int) -> None:
         self.message = Message(partition)
 
 
 def test_rows_are_stored_and_logged_in_their_events_partition_and_the_delivered_offset_is_kept(
         tmp_path: Path) -> None:
-    app = make_app(tmp_path, store="rocksdb://")
+    app = make_app(tmp_path, store=STORE_URL)
     outboxes = app.outboxes
     table = app.pipeline.users
     changelog = table.changelog_topic.get_topic_name()
@@ -44,6 +45,8 @@ def test_rows_are_stored_and_logged_in_their_events_partition_and_the_delivered_
     assert {key: store._db_for_partition(0).get(key) for key in (b"a", b"b", b"c")} == {
         b"a": b"1", b"b": None, b"c": b"3"}
     assert store._db_for_partition(1).get(b"b") == b"2"
+    assert [stored(table, key, partition) for key, partition in ((b"a", 0), (b"b", 1), (b"b", 0))] == [b"1", b"2", None]
+    assert stored(table, b"b") == b"2"  # no partition named (an HTTP read): found in its partition
     # The fake delivers offsets 0, 1, 2 in send order: partition 0's last record is offset 2.
     assert store.persisted_offset(TP(changelog, 0)) == 2
     assert store.persisted_offset(TP(changelog, 1)) == 1
