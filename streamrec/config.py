@@ -118,8 +118,8 @@ class WorkerSettings(_Section):
     full collections then pause the worker for a few ms instead of about 100 ms."""
     max_batch_events: int = Field(500, ge=1, le=100_000)
     """Most events processed as one micro-batch."""
-    max_batch_wait_ms: float = Field(5.0, ge=0, le=1000)
-    """How long a batch may wait for events the broker already holds (0: only those already waiting)."""
+    max_batch_wait_ms: float = Field(0.0, ge=0, le=1000)
+    """How long a batch may wait for events the broker already holds (0: only those already delivered)."""
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     """The worker's event loop: uvloop (libuv, less CPU per message) or the standard library's."""
     owned_items_cached: int = Field(50_000, ge=0, le=10_000_000)
