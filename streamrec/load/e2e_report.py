@@ -292,8 +292,8 @@ def _stage_table(steps: list[dict[str, Any]]) -> list[str]:
                        if "gc_full_collections" in step else "")
         lines.append(f"| {label} | {step.get('mean_batch_events', '')} | " + " | ".join(
             str(figures.get(name, "")) for name in names) + f" | {step.get('gc_us_per_event', '')} | {collections} |")
-    lines += ["", "Events per batch: the mean micro-batch (`streamrec_batch_events`): 1 while the worker "
-              "keeps up event by event, more when it is behind and takes the events the broker already holds.",
+    lines += ["", "Events per batch: the mean micro-batch (`streamrec_batch_events`): the events one fetch "
+              "delivered together, more when the worker is behind and takes everything waiting.",
               "Garbage collection: the pauses of Python's collector (`streamrec_gc_pause_seconds`), inside the "
               "figures before it; a full collection stops the worker's event loop for its whole length."]
     return lines

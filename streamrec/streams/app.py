@@ -175,7 +175,8 @@ async def micro_batches(stream: StreamT, max_events: int, max_wait_s: float,
 
     The events come straight from the queue Faust's consumer fills, not through the stream's
     iterator: that costs a turn of the event loop, sensor calls and three async generators per
-    event (about a tenth of the worker's CPU). What the iterator does that matters is kept:
+    event (measured at 3,000 events/s: the worker's CPU outside its own stages fell from 124 and
+    145 to 104 and 122 µs per event, two runs each). What the iterator does that matters is kept:
     events of an earlier consumer generation (fetched before a rebalance) are dropped unacked,
     and the others are tracked, so a rebalance or a stop waits for their acks.
     """
