@@ -317,8 +317,7 @@ class Pipeline:
         await self.sender.store(self.users, [(event, key, encode_user_state(state)) for key, (state, event) in states.items()])
         self.metrics.events_in.labels("applied").inc(len(applied))
         watch.lap("store")
-        for recommendation in recommendations:
-            await self.emit(recommendation)
+        await self.emit(recommendations)
         watch.lap("emit")
         self.metrics.processing_seconds.labels("events").observe(time.perf_counter() - started)
         self.metrics.batch_events.observe(len(batch))
@@ -345,19 +344,19 @@ class Pipeline:
             self.metrics.requests_in.labels("invalid").inc()
             await self.send_dead_letter(exc.reason, event)
             if isinstance(exc, InvalidRequest):  # answerable: say why, so nobody waits in vain
-                await self.emit(Recommendation(
+                await self.emit([Recommendation(
                     user_id=exc.user_id, items=[], trigger="request", request_id=exc.request_id,
                     model_version=MODEL_VERSION, source="error",
-                    emitted_ts=now_ms(), error=exc.reason))
+                    emitted_ts=now_ms(), error=exc.reason)])
             return
         if event.key != request.user_id.encode():
             self.metrics.requests_in.labels("rerouted").inc()
             await self.sender.send(self.names.requests, request.user_id.encode(), event.value)
             return
         self.metrics.requests_in.labels("answered").inc()
-        await self.emit(self.recommend(request.user_id, request.k or self.settings.model.k,
-                                       trigger="request", request_id=request.request_id,
-                                       exclude=request.exclude, categories=request.filters.get("categories")))
+        await self.emit([self.recommend(request.user_id, request.k or self.settings.model.k,
+                                        trigger="request", request_id=request.request_id,
+                                        exclude=request.exclude, categories=request.filters.get("categories"))])
         self.metrics.processing_seconds.labels("requests").observe(time.perf_counter() - started)
 
     def recommend(self, user_id: str, k: int, trigger: str, exclude: tuple[str, ...] = (),
@@ -408,10 +407,13 @@ class Pipeline:
             scores[n] = user
         return scores
 
-    async def emit(self, recommendation: Recommendation) -> None:
-        """Publish a recommendation keyed by its user."""
-        await self.sender.send(self.names.recommendations, recommendation.user_id.encode(), recommendation.to_json())
-        self.metrics.recommendations_out.labels(recommendation.trigger).inc()
+    async def emit(self, recommendations: Sequence[Recommendation]) -> None:
+        """Publish recommendations (all of one trigger), each keyed by its user."""
+        if not recommendations:
+            return
+        await self.sender.send_many(self.names.recommendations, [
+            (recommendation.user_id.encode(), recommendation.to_json(), None) for recommendation in recommendations])
+        self.metrics.recommendations_out.labels(recommendations[0].trigger).inc(len(recommendations))
 
     async def guarded(self, handler: Callable[[EventT], Awaitable[None]], event: EventT) -> None:
         """Run a processor; a bug on one message dead-letters it instead of killing the agent."""
@@ -581,11 +583,13 @@ class Pipeline:
         by_partition: dict[int, dict[str, ItemDelta]] = {}
         for item_id, delta in pending.items():
             by_partition.setdefault(key_partition(item_id.encode(), n), {})[item_id] = delta
+        records = []
         for partition, deltas in by_partition.items():
             ids = list(deltas)
             for start in range(0, len(ids), ITEM_UPDATES_PER_RECORD):
                 chunk = {item_id: deltas[item_id] for item_id in ids[start:start + ITEM_UPDATES_PER_RECORD]}
-                await self.sender.send(self.names.item_updates, None, encode_item_updates(chunk), partition)
+                records.append((None, encode_item_updates(chunk), partition))
+        await self.sender.send_many(self.names.item_updates, records)
         watch.lap("item_publish")
 
     def apply_item_state(self, key: bytes | None, value: bytes | None, timestamp_ms: int | None = None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -39,7 +39,7 @@ def make_app(tmp_path: Path, store: str = MEMORY_STORE, **sections: dict) -> Str
                                 "model": {"k": 3}, "events": {"dedup_window": 10}, **sections})
     app = create_app(settings, store=store)
     app.outboxes = Outboxes()
-    app.pipeline.sender.send = app.outboxes.send  # type: ignore[method-assign]
+    app.pipeline.sender.send_many = app.outboxes.send_many  # type: ignore[method-assign]
     app.pipeline.catalogue_ready.set()  # no broker, so no replica task: the catalogue is what tests put in
     app.pipeline.item_info_ready.set()
     return app
@@ -76,7 +76,7 @@ class Outbox:
 
 
 class Outboxes:
-    """Stands in for ``Sender.send``: records each record in its topic's ``Outbox``, delivered at once."""
+    """Stands in for ``Sender.send_many``: records each record in its topic's ``Outbox``, delivered at once."""
 
     def __init__(self) -> None:
         self.by_topic: dict[str, Outbox] = {}
@@ -85,14 +85,17 @@ class Outboxes:
     def box(self, topic: str) -> Outbox:
         return self.by_topic.setdefault(topic, Outbox(topic))
 
-    async def send(self, topic: str, key: bytes | None, value: bytes | None,
-                   partition: int | None = None) -> asyncio.Future:
+    async def send_many(self, topic: str, records: Iterable[tuple[bytes | None, bytes | None, int | None]]
+                        ) -> list[asyncio.Future]:
         box = self.box(topic)
-        box.messages.append((key, value))
-        box.partitions.append(partition)
-        delivered = asyncio.get_running_loop().create_future()
-        delivered.set_result(SimpleNamespace(topic=topic, partition=partition, offset=next(self.offsets)))
-        return delivered
+        deliveries = []
+        for key, value, partition in records:
+            box.messages.append((key, value))
+            box.partitions.append(partition)
+            delivered = asyncio.get_running_loop().create_future()
+            delivered.set_result(SimpleNamespace(topic=topic, partition=partition, offset=next(self.offsets)))
+            deliveries.append(delivered)
+        return deliveries
 
 
 def outbox(topic) -> Outbox:

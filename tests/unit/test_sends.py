@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from aiokafka.errors import KafkaTimeoutError
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+from aiokafka.structs import TopicPartition
 from faust.types import TP
 
 from streamrec.streams.rocksdb_store import STORE_URL
 from streamrec.streams.sends import Sender, stored
+from streamrec.streams.topics import key_partition
 from tests.unit.faust_harness import make_app
 
 
@@ -52,40 +56,74 @@ def test_rows_are_stored_and_logged_in_their_events_partition_and_the_delivered_
     assert store.persisted_offset(TP(changelog, 1)) == 1
 
 
-def test_a_record_that_cannot_be_delivered_stops_the_worker() -> None:
-    # Its events must not be committed: a crash stops the worker before the next commit,
-    # and after the restart they are processed again.
-    crashed: list[BaseException] = []
+class App:  # what Sender uses of a Faust app: its producer, and crash()
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+        self.crashed: list[BaseException] = []
 
-    class Client:  # aiokafka's producer as Sender uses it
-        def __init__(self) -> None:
-            self.deliveries: list[asyncio.Future] = []
+    async def maybe_start_producer(self) -> App:
+        return self
 
-        async def send(self, topic, value, key=None, partition=None) -> asyncio.Future:
-            self.deliveries.append(asyncio.get_running_loop().create_future())
-            return self.deliveries[-1]
+    def _ensure_producer(self) -> AIOKafkaProducer:
+        return self.producer
 
-    client = Client()
+    async def crash(self, exc: BaseException) -> None:
+        self.crashed.append(exc)
 
-    class Producer:
-        def _ensure_producer(self) -> Client:
-            return client
 
-    class App:
-        async def maybe_start_producer(self) -> Producer:
-            return Producer()
+def unstarted_producer(partitions: int, **options: object) -> AIOKafkaProducer:
+    """A real aiokafka producer whose metadata says every topic has ``partitions`` partitions
+    (no broker: records stay in its accumulator, where the tests deliver or fail them)."""
+    producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9", **options)
 
-        async def crash(self, exc: BaseException) -> None:
-            crashed.append(exc)
+    async def known(topic: str) -> None:
+        return None
 
+    producer.client._wait_on_metadata = known
+    producer._metadata.partitions_for_topic = lambda topic: set(range(partitions))
+    producer._metadata.available_partitions_for_topic = lambda topic: set(range(partitions))
+    return producer
+
+
+def test_records_join_the_producers_batches_partitioned_as_aiokafka_would() -> None:
     async def main() -> None:
-        sender = Sender(App())
-        await sender.send("lists", b"u1", b"{}")
-        await sender.send("lists", b"u2", b"{}")
-        client.deliveries[0].set_result(None)
-        client.deliveries[1].set_exception(KafkaTimeoutError("broker gone"))
-        for _ in range(3):
-            await asyncio.sleep(0)
+        producer = unstarted_producer(3, max_request_size=1000)
+        sender = Sender(App(producer))
+        keys = [f"user-{n}".encode() for n in range(20)]
+        deliveries = await sender.send_many("lists", [(key, b"{}", None) for key in keys] + [(None, b"x", 2)])
+        assert len(deliveries) == 21 and not any(delivery.done() for delivery in deliveries)
+        batches = producer._message_accumulator._batches
+        expected: dict[int, int] = {}
+        for key in keys:
+            partition = key_partition(key, 3)
+            expected[partition] = expected.get(partition, 0) + 1
+        expected[2] = expected.get(2, 0) + 1
+        assert {tp.partition: batch[0].record_count for tp, batch in batches.items()} == expected
+        with pytest.raises(ValueError, match="no partition 3"):
+            await sender.send("lists", b"k", b"v", 3)
+        with pytest.raises(MessageSizeTooLargeError, match="max_request_size"):
+            await sender.send("lists", b"k", b"v" * 2000)
 
     asyncio.run(main())
-    assert [type(exc) for exc in crashed] == [KafkaTimeoutError]
+
+
+def test_a_batch_that_cannot_be_delivered_stops_the_worker() -> None:
+    # Its events must not be committed: a crash stops the worker before the next commit,
+    # and after the restart they are processed again.
+    async def main() -> None:
+        producer = unstarted_producer(2)
+        app = App(producer)
+        sender = Sender(app)
+        first = await sender.send_many("lists", [(b"a", b"1", 0), (b"b", b"2", 1)])
+        again = await sender.send_many("lists", [(b"c", b"3", 0), (b"d", b"4", 1)])  # join the open batches
+        batches = producer._message_accumulator._batches
+        zero, one = (batches[TopicPartition("lists", partition)][0] for partition in (0, 1))
+        zero.done(base_offset=10)
+        one.failure(KafkaTimeoutError("broker gone"))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert [delivery.result().offset for delivery in (first[0], again[0])] == [10, 11]
+        assert first[1].exception() is not None and again[1].exception() is not None
+        assert [type(exc) for exc in app.crashed] == [KafkaTimeoutError]  # once per failed batch
+
+    asyncio.run(main())
