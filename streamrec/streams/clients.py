@@ -18,6 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer,
 
 from streamrec.config import KafkaSettings, Settings
 from streamrec.errors import BrokerError, StreamrecError
+from streamrec.streams import binary_items
 
 ErrorCallback = Callable[[Exception], None]
 
@@ -198,6 +199,9 @@ def read(consumer: StreamConsumer, idle_timeout_s: float | None = None,
 def _decode(value: bytes | None) -> Any:
     if value is None:
         return None
+    internal = binary_items.as_json_object(value)  # the binary item topics, shown as JSON
+    if internal is not None:
+        return internal
     try:
         return json.loads(value)
     except ValueError:

@@ -1,7 +1,7 @@
 """Typed records for every message streamrec reads or writes, and their validation.
 
-Every value on a streamrec topic is a JSON object (see DESIGN.md, "Topics and
-messages"). Decoding never raises anything but :class:`InvalidRecord`, whose
+Every value on a public streamrec topic is a JSON object (see DESIGN.md, "Topics and
+messages"); the internal item topics carry binary values (``binary_items``). Decoding never raises anything but :class:`InvalidRecord`, whose
 ``reason`` tells a person what was wrong and how to fix it; the caller sends
 the original bytes with that reason to the dead-letter topic.
 """
@@ -19,6 +19,7 @@ import numpy as np
 import orjson  # the hot-path encoders: several times faster than json
 
 from streamrec.config import EventSettings
+from streamrec.streams import binary_items
 from streamrec.errors import InvalidRecord
 from streamrec.models.items import ItemDelta, PublishedItem
 from streamrec.models.online_recommender import Ranked
@@ -160,14 +161,17 @@ def encode_item_updates(deltas: dict[ItemId, ItemDelta]) -> bytes:
     """Encode the deltas of several items (all owned by one partition) for ``internal.item-updates``.
 
     One record per partition and publication, not per item: the owner's cost per record
-    (Faust's consumer and stream) is then paid once for the whole batch.
+    (Faust's consumer and stream) is then paid once for the whole batch. Binary
+    (``binary_items``), or JSON when an id holds a NUL character.
     """
-    return orjson.dumps({"items": {item_id: _delta_object(delta) for item_id, delta in deltas.items()},
+    return binary_items.encode_updates(deltas) or orjson.dumps({"items": {item_id: _delta_object(delta) for item_id, delta in deltas.items()},
                          "schema_version": SCHEMA_VERSION}, option=_NUMPY)
 
 
 def decode_item_updates(raw: bytes | None, dim: int) -> dict[ItemId, ItemDelta]:
     """Decode a batch of item deltas, raising :class:`InvalidRecord` for anything malformed or non-finite."""
+    if raw is not None and raw.startswith(binary_items.UPDATES_MAGIC):
+        return binary_items.decode_updates(_within(raw, ITEM_UPDATES_PAYLOAD_LIMIT), dim)
     items = _load_object(raw, ITEM_UPDATES_PAYLOAD_LIMIT).get("items")
     if not isinstance(items, dict):
         raise InvalidRecord("internal item update needs an object 'items' (item_id -> delta)")
@@ -198,8 +202,9 @@ def decode_user_state(raw: bytes | None) -> UserState:
 
 
 def encode_item_state(item_id: ItemId, item: PublishedItem) -> bytes:
-    """Encode an item's published state for ``internal.item-state`` (compacted, keyed by item_id)."""
-    return orjson.dumps({"item_id": item_id, "popularity": item.popularity, "ts_ms": item.ts_ms,
+    """Encode an item's published state for ``internal.item-state`` (compacted, keyed by item_id):
+    binary (``binary_items``), or JSON when an id holds a NUL character."""
+    return binary_items.encode_state(item_id, item) or orjson.dumps({"item_id": item_id, "popularity": item.popularity, "ts_ms": item.ts_ms,
                          "vector": item.vector.tolist(), "neighbours": item.neighbour_ids,
                          "neighbour_weights": item.neighbour_weights.tolist(),
                          "schema_version": SCHEMA_VERSION}, option=_NUMPY)
@@ -207,6 +212,8 @@ def encode_item_state(item_id: ItemId, item: PublishedItem) -> bytes:
 
 def decode_item_state(raw: bytes | None, dim: int) -> tuple[ItemId, PublishedItem]:
     """Decode an item's published state, raising :class:`InvalidRecord` for anything malformed."""
+    if raw is not None and raw.startswith(binary_items.STATE_MAGIC):
+        return binary_items.decode_state(_within(raw, 4 * DEAD_LETTER_PAYLOAD_LIMIT), dim)
     obj = _load_object(raw, 4 * DEAD_LETTER_PAYLOAD_LIMIT)
     item_id = _require_id(obj, "item_id", DEAD_LETTER_PAYLOAD_LIMIT)
     popularity = _finite_number(obj, "popularity")
@@ -252,14 +259,19 @@ def _load_with_stdlib(raw: bytes) -> Any:
         raise InvalidRecord("value is nested too deeply to decode; send a flat JSON object") from None
 
 
-def _load_object(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
-    if raw is None:
-        raise InvalidRecord("message has no value (a tombstone); send a JSON object")
+def _within(raw: bytes, max_bytes: int) -> bytes:
     if len(raw) > max_bytes:
         raise InvalidRecord(
             f"payload is {len(raw)} bytes, over the limit of {max_bytes} "
             "(events.max_payload_bytes); send smaller messages or raise the limit"
         )
+    return raw
+
+
+def _load_object(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
+    if raw is None:
+        raise InvalidRecord("message has no value (a tombstone); send a JSON object")
+    _within(raw, max_bytes)
     try:
         decoded = orjson.loads(raw)  # several times faster; what it refuses gets the stdlib's verdict
     except orjson.JSONDecodeError:

@@ -19,6 +19,7 @@ import pytest
 from streamrec.config import load_settings
 from streamrec.streams.app import StreamrecApp, create_app
 from streamrec.streams.memory_store import STORE_URL as MEMORY_STORE
+from streamrec.streams import binary_items
 from streamrec.streams.pipeline import Pipeline
 
 PREFIX = "unit."
@@ -72,7 +73,8 @@ class Outbox:
     @property
     def item_deltas(self) -> list[tuple[str, dict]]:
         """``(item_id, delta)`` of every batched item-updates record, in the order sent."""
-        return [(item_id, delta) for value in self.values for item_id, delta in value["items"].items()]
+        return [(item_id, delta) for _, value in self.messages
+                for item_id, delta in binary_items.as_json_object(value)["items"].items()]
 
 
 class Outboxes:

@@ -14,7 +14,7 @@ from streamrec.eval.synthetic import invalid_events
 from streamrec.models.online_recommender import MODEL_VERSION
 from streamrec.models.sequence_query import SequenceQuery
 from streamrec.streams.app import StreamrecApp
-from streamrec.streams.records import DeadLetter
+from streamrec.streams.records import DeadLetter, decode_item_updates
 from streamrec.streams.topics import key_partition
 from tests.unit.test_sequence import SMALL, rule_trained
 from tests.unit.faust_harness import (
@@ -83,7 +83,8 @@ def test_weighted_event_sends_an_item_update_to_the_items_partition(app: Streamr
     partitions = app.pipeline.settings.topics.partitions
     # One record per partition, with every item whose id Kafka's default partitioner sends there.
     for (_, value), partition in zip(out.messages, out.partitions, strict=True):
-        assert {key_partition(item_id.encode(), partitions) for item_id in json.loads(value)["items"]} == {partition}
+        ids = decode_item_updates(value, app.pipeline.config.mf.dim)
+        assert {key_partition(item_id.encode(), partitions) for item_id in ids} == {partition}
     assert len(set(out.partitions)) == len(out.messages)
     deltas = dict(out.item_deltas)
     first, second = deltas["i1"], deltas["i2"]

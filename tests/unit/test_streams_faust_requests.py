@@ -8,6 +8,7 @@ import time
 import pytest
 
 from streamrec.streams.app import StreamrecApp
+from streamrec.streams.records import decode_item_state, encode_item_state
 from tests.unit.faust_harness import (
     PREFIX,
     T0_MS,
@@ -181,7 +182,10 @@ def test_item_updates_accumulate_decayed_popularity_and_publish_each(app: Stream
 
     def stored() -> dict:
         raw = pipeline.items.get(b"i9")
-        return json.loads(raw) if raw is not None else {}
+        if raw is None:
+            return {}
+        item_id, item = decode_item_state(raw, dim)
+        return {"item_id": item_id, **item._asdict()}
 
     async def scenario(feed: Feed) -> None:
         for ts in (T0_MS, T0_MS + half_life_ms):
@@ -195,13 +199,13 @@ def test_item_updates_accumulate_decayed_popularity_and_publish_each(app: Stream
     # 4 decayed by one half-life, plus 4: 6, as of the newer event.
     owned = stored()
     assert (owned["item_id"], owned["popularity"], owned["ts_ms"]) == ("i9", pytest.approx(6.0), T0_MS + half_life_ms)
-    assert (owned["neighbours"], owned["neighbour_weights"]) == (["i1"], [2.0])
+    assert (owned["neighbour_ids"], owned["neighbour_weights"].tolist()) == (["i1"], [2.0])
     # The vector moved twice by the delta from its initial (hashed) vector, within max_norm.
     initial = pipeline.config.items.initial_vector("i9")
     assert owned["vector"][0] == pytest.approx(float(initial[0]) + 1.0, abs=1e-6)
     # The items table's changelog is the item-state topic: each update is published as stored.
     assert outputs["item_state"].keys == [b"i9", b"i9"]
-    assert outputs["item_state"].values[-1] == owned
+    assert outputs["item_state"].messages[-1][1] == pipeline.items.get(b"i9")
 
 
 def test_the_owner_rereads_its_items_from_the_table_after_a_rebalance(app: StreamrecApp, outputs) -> None:
@@ -212,7 +216,7 @@ def test_the_owner_rereads_its_items_from_the_table_after_a_rebalance(app: Strea
 
     def popularity() -> float:
         raw = pipeline.items.get(b"i9")
-        return json.loads(raw)["popularity"] if raw is not None else 0.0
+        return decode_item_state(raw, dim)[1].popularity if raw is not None else 0.0
 
     async def update(feed: Feed, expected: float) -> None:
         delta = {"weight": 1.0, "ts_ms": T0_MS, "vector": [0.0] * dim, "neighbours": {}}
@@ -222,8 +226,9 @@ def test_the_owner_rereads_its_items_from_the_table_after_a_rebalance(app: Strea
     async def scenario(feed: Feed) -> None:
         await update(feed, 1.0)
         await update(feed, 2.0)  # from the decoded item
-        written_elsewhere = {**json.loads(pipeline.items.get(b"i9")), "popularity": 10.0}
-        pipeline.items.data[b"i9"] = json.dumps(written_elsewhere).encode()  # as changelog recovery writes
+        item_id, item = decode_item_state(pipeline.items.get(b"i9"), dim)
+        written_elsewhere = encode_item_state(item_id, item._replace(popularity=10.0))
+        pipeline.items.data[b"i9"] = written_elsewhere  # as changelog recovery writes
         await app.on_partitions_revoked.send(set())
         await app.on_partitions_assigned.send(set())
         await update(feed, 11.0)  # from the table, not the stale decoded 2.0
