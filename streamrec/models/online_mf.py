@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from streamrec.models.kernels import sgd_step_kernel, top_k_kernel
+from streamrec.models.kernels import sgd_step_kernel, top_k_kernel, uniform_vector_kernel
 
 ItemId = str
 UserId = str
@@ -115,8 +115,7 @@ def init_vector(key: str, dim: int, init_std: float, seed: int) -> np.ndarray:
     False
     """
     digest = hashlib.shake_256(f"{seed}\x1f{key}".encode()).digest(4 * dim)
-    unit = (np.frombuffer(digest, dtype="<u4").astype(np.float64) + 0.5) / 2.0**32  # (dim,) in (0, 1)
-    return ((2.0 * unit - 1.0) * (math.sqrt(3.0) * init_std)).astype(np.float32)
+    return uniform_vector_kernel(np.frombuffer(digest, dtype="<u4"), math.sqrt(3.0) * init_std)
 
 
 def initial_user_vector(user_id: UserId, config: OnlineMFConfig) -> np.ndarray:
