@@ -12,7 +12,7 @@ import pytest
 from streamrec.config import Settings, with_section
 from streamrec.streams.app import create_app
 from streamrec.streams.memory import rocksdb_memory
-from streamrec.streams.rocksdb_store import SharedCacheOptions, Store
+from streamrec.streams.rocksdb_store import BLOOM_BITS_PER_KEY, SharedCacheOptions, Store
 
 MB = 2**20
 
@@ -45,6 +45,7 @@ def test_a_worker_keeps_its_tables_on_the_shared_cache_store(tmp_path: Path) -> 
         assert isinstance(table.data.rocksdb_options, SharedCacheOptions)
         assert table.data.rocksdb_options.block_cache_size == settings.worker.rocksdb_block_cache_mb * MB
         assert table.data.rocksdb_options.write_ahead_log is settings.worker.rocksdb_wal is False
+        assert table.data.rocksdb_options.bloom_filter_size == BLOOM_BITS_PER_KEY  # not Faust's 3
 
 
 def log_bytes(path: Path) -> int:
