@@ -318,7 +318,7 @@ class Pipeline:
         self.metrics.events_in.labels("applied").inc(len(applied))
         watch.lap("store")
         await self.emit(recommendations)
-        watch.lap("emit")
+        watch.stop("emit")
         self.metrics.processing_seconds.labels("events").observe(time.perf_counter() - started)
         self.metrics.batch_events.observe(len(batch))
 
@@ -543,7 +543,7 @@ class Pipeline:
         await self.sender.store(self.items, [(event, item_id.encode(), encode_item_state(item_id, item.published(items)))
                                              for item_id, item in updated.items()])
         self._cache_owned(updated)
-        watch.lap("item_owner")
+        watch.stop("item_owner")
 
     def _cache_owned(self, updated: dict[str, OwnedItem]) -> None:
         """Keep the items just stored decoded, the most recently updated last (bounded)."""
@@ -590,7 +590,7 @@ class Pipeline:
                 chunk = {item_id: deltas[item_id] for item_id in ids[start:start + ITEM_UPDATES_PER_RECORD]}
                 records.append((None, encode_item_updates(chunk), partition))
         await self.sender.send_many(self.names.item_updates, records)
-        watch.lap("item_publish")
+        watch.stop("item_publish")
 
     def apply_item_state(self, key: bytes | None, value: bytes | None, timestamp_ms: int | None = None) -> None:
         """Update this worker's replica from one item-state record (written at ``timestamp_ms``)."""
@@ -608,4 +608,4 @@ class Pipeline:
             if timestamp_ms is not None and self.catalogue_ready.is_set():  # not the backlog read at start
                 self.metrics.item_freshness.observe(max(0.0, time.time() - timestamp_ms / 1000))
         self.metrics.catalog_items.set(len(self.catalog))
-        watch.lap("replica")
+        watch.stop("replica")
