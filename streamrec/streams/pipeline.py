@@ -155,6 +155,7 @@ class Pipeline:
         app.on_partitions_assigned.connect(self._forget_owned)
         self.metrics.assigned_partitions.set_function(self.owned_event_partitions)
         self.metrics.index_items.set_function(lambda: len(self.index))
+        self.metrics.catalog_items.set_function(lambda: len(self.catalog))
         self.metrics.catalog_neighbours.set_function(lambda: self.catalog.neighbour_pairs)
         self.metrics.catalog_pending_steps.set_function(lambda: self.catalog.pending_steps)
         self.metrics.index_delta_items.set_function(lambda: self.index.delta_items)
@@ -219,7 +220,6 @@ class Pipeline:
             self.catalog, self.content = replicas.catalog, replicas.content
             self.unavailable, self.item_categories = replicas.unavailable, replicas.categories
             self.item_features, self.replica_offsets = replicas.features, replicas.offsets
-            self.metrics.catalog_items.set(len(self.catalog))
 
     async def save_snapshot(self) -> None:
         """Snapshot the index and the item replicas; the files are written in a thread.
@@ -598,14 +598,17 @@ class Pipeline:
             return
         watch = self.metrics.stopwatch()
         item_id, item = decode_item_state(value, self.config.mf.dim)
+        # The index only gets the replica's vectors, so one that differs from the replica's is
+        # new to the index too, which then need not read its own copy back to compare.
+        replicated = self.catalog.vector(item_id)
+        changed = replicated is not None and not np.array_equal(replicated, item.vector)
         self.catalog.upsert(item_id, item)
         features = self.item_features.get(item_id)
         if features:  # an item the events have placed teaches the content map
             self.content.learn(features, item.vector)
         if item_id not in self.unavailable:
-            self.index.upsert(item_id, item.vector)  # searchable now; folded into the FAISS build later
+            self.index.upsert(item_id, item.vector, changed)  # searchable now; folded into the FAISS build later
             self.index.maybe_rebuild(background=True)
             if timestamp_ms is not None and self.catalogue_ready.is_set():  # not the backlog read at start
                 self.metrics.item_freshness.observe(max(0.0, time.time() - timestamp_ms / 1000))
-        self.metrics.catalog_items.set(len(self.catalog))
         watch.stop("replica")

@@ -117,6 +117,10 @@ def test_unchanged_upserts_are_no_ops_in_main_and_in_the_delta() -> None:
     for item_id, vector in [*truth.items(), ("fresh", np.ones(8, np.float32))]:
         index.upsert(item_id, vector.copy())
     assert index.version == version and index.delta_items == 1
+    # A caller that says the vector changed is taken at its word: no comparison, a new version.
+    item_id, vector = next(iter(truth.items()))
+    index.upsert(item_id, vector.copy(), changed=True)
+    assert index.version == version + 1 and index.delta_items == 2
 
 
 def test_changes_made_during_a_background_build_are_folded_in_without_further_upserts() -> None:

@@ -75,6 +75,7 @@ def unstarted_producer(partitions: int, **options: object) -> AIOKafkaProducer:
     """A real aiokafka producer whose metadata says every topic has ``partitions`` partitions
     (no broker: records stay in its accumulator, where the tests deliver or fail them)."""
     producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9", **options)
+    producer._closed = True  # never started, so nothing to close (aiokafka warns about it otherwise)
 
     async def known(topic: str) -> None:
         return None
