@@ -166,7 +166,12 @@ def encode_item_updates(deltas: dict[ItemId, ItemDelta]) -> bytes:
     (Faust's consumer and stream) is then paid once for the whole batch. Binary
     (``binary_items``), or JSON when an id holds a NUL character.
     """
-    return binary_items.encode_updates(deltas) or orjson.dumps({"items": {item_id: _delta_object(delta) for item_id, delta in deltas.items()},
+    return binary_items.encode_updates(deltas) or item_updates_json(deltas)
+
+
+def item_updates_json(deltas: dict[ItemId, ItemDelta]) -> bytes:
+    """Item deltas as JSON (what versions before the binary format wrote)."""
+    return orjson.dumps({"items": {item_id: _delta_object(delta) for item_id, delta in deltas.items()},
                          "schema_version": SCHEMA_VERSION}, option=_NUMPY)
 
 
@@ -206,7 +211,12 @@ def decode_user_state(raw: bytes | None) -> UserState:
 def encode_item_state(item_id: ItemId, item: PublishedItem) -> bytes:
     """Encode an item's published state for ``internal.item-state`` (compacted, keyed by item_id):
     binary (``binary_items``), or JSON when an id holds a NUL character."""
-    return binary_items.encode_state(item_id, item) or orjson.dumps({"item_id": item_id, "popularity": item.popularity, "ts_ms": item.ts_ms,
+    return binary_items.encode_state(item_id, item) or item_state_json(item_id, item)
+
+
+def item_state_json(item_id: ItemId, item: PublishedItem) -> bytes:
+    """An item's published state as JSON (what versions before the binary format wrote)."""
+    return orjson.dumps({"item_id": item_id, "popularity": item.popularity, "ts_ms": item.ts_ms,
                          "vector": item.vector.tolist(), "neighbours": item.neighbour_ids,
                          "neighbour_weights": item.neighbour_weights.tolist(),
                          "schema_version": SCHEMA_VERSION}, option=_NUMPY)

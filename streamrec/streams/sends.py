@@ -33,9 +33,12 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import RecordMetadata, TopicPartition
 from faust.types import TP, EventT
+
+from streamrec.streams.topics import key_partition
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,7 @@ class Sender:
         metadata = producer._metadata
         known = metadata.partitions_for_topic(topic)
         choices: tuple[list[int], list[int]] | None = None  # for the partitioner, as aiokafka's send gives them
+        by_key = isinstance(producer._partitioner, DefaultPartitioner)
         tps: dict[int, TopicPartition] = {}
         deliveries = []
         for key, value, partition in records:
@@ -95,7 +99,10 @@ class Sender:
             if partition is None:
                 if choices is None:
                     choices = list(known), list(metadata.available_partitions_for_topic(topic))
-                partition = producer._partitioner(key, *choices)
+                if key is not None and by_key:  # what DefaultPartitioner computes, compiled
+                    partition = choices[0][key_partition(key, len(choices[0]))]
+                else:
+                    partition = producer._partitioner(key, *choices)
             elif partition not in known:
                 raise ValueError(f"{topic} has no partition {partition}")
             tp = tps.get(partition)

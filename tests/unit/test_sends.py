@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition
 from faust.types import TP
 
 from streamrec.streams.rocksdb_store import STORE_URL
 from streamrec.streams.sends import Sender, stored
-from streamrec.streams.topics import key_partition
 from tests.unit.faust_harness import make_app
 
 
@@ -96,7 +96,7 @@ def test_records_join_the_producers_batches_partitioned_as_aiokafka_would() -> N
         batches = producer._message_accumulator._batches
         expected: dict[int, int] = {}
         for key in keys:
-            partition = key_partition(key, 3)
+            partition = DefaultPartitioner()(key, [0, 1, 2], [0, 1, 2])
             expected[partition] = expected.get(partition, 0) + 1
         expected[2] = expected.get(2, 0) + 1
         assert {tp.partition: batch[0].record_count for tp, batch in batches.items()} == expected
