@@ -117,8 +117,9 @@ def sgd_step_kernel(user: np.ndarray, item: np.ndarray, items: np.ndarray, negat
 def uniform_vector_kernel(words: np.ndarray, scale: float) -> np.ndarray:  # pragma: no cover
     """``((2 (w + 0.5) / 2**32 - 1) * scale`` per 32-bit word ``w``, in float64, as float32.
 
-    The initial vectors' last step in one call: numpy took a call per operation (about 6 µs
-    per vector, a new user's every event); the arithmetic is the same, so are the bits.
+    The initial vectors' last step in one call: numpy took a call per operation (4.9 against
+    2.3 µs per vector with the hash; a new user's first event needs one); the arithmetic is
+    the same, so are the bits (checked on 200k vectors).
     """
     out = np.empty(words.shape[0], dtype=np.float32)
     for i in range(words.shape[0]):

@@ -32,8 +32,9 @@ STORE_URL = "streamrec-rocksdb://"
 BLOOM_BITS_PER_KEY = 10
 """Bloom filter bits per key (Faust's default is 3, a false positive in about every fourth
 file probed). Measured on a 200k-user table with cold CPU caches, as between a worker's
-events: a read took 8.7 µs (a known user) and 3.2 µs (a new one) with 3 bits, 6.9 and
-1.3 with 10. The filters take 1.25 bytes per key, in the shared block cache."""
+events (``docs/bench/micro/rocksdb_reads.py``): a read took 9.7 µs (a known user) and
+3.5 µs (a new one) with 3 bits, 8.1 and 1.5 with 10. The filters take 1.25 bytes per key,
+in the shared block cache."""
 
 _caches: dict[int, rocksdict.Cache] = {}
 _lock = threading.Lock()

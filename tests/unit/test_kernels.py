@@ -62,3 +62,17 @@ def test_fusion_equals_its_numpy_statement(n: int, k: int, data: st.DataObject) 
     np.testing.assert_allclose(scores, expected_total[expected_rows], rtol=1e-9, atol=1e-12)
     for row, source in zip(rows.tolist(), sources.tolist(), strict=True):  # the largest contribution
         assert contributions[row, source] >= contributions[row].max() - 1e-9
+
+
+def test_initial_vectors_equal_their_numpy_statement_bit_for_bit() -> None:
+    import hashlib
+    import math
+
+    from streamrec.models.online_mf import init_vector
+
+    for n in range(2_000):
+        key, dim, std = f"user:{n}", (4, 7, 32)[n % 3], (0.1, 0.37)[n % 2]
+        digest = hashlib.shake_256(f"3\x1f{key}".encode()).digest(4 * dim)
+        unit = (np.frombuffer(digest, dtype="<u4").astype(np.float64) + 0.5) / 2.0**32
+        expected = ((2.0 * unit - 1.0) * (math.sqrt(3.0) * std)).astype(np.float32)
+        assert init_vector(key, dim, std, seed=3).tobytes() == expected.tobytes()
