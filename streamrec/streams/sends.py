@@ -7,13 +7,13 @@ wrapping at about three times aiokafka's own cost per record, and the worker wri
 or three records per event (its list, the user's state, item updates). :class:`Sender`
 hands records to aiokafka's record accumulator directly, a micro-batch at a time.
 
-``AIOKafkaProducer.send`` itself costs about 7 µs per record (9 with a key to partition):
-a metadata wait, serializers, partitioning and the accumulator, each a call per record.
-:meth:`Sender.send_many` does the per-topic part once per call and appends each record
-to the accumulator (3 µs per record, measured on the embedded broker). It relies on
-aiokafka internals (``_message_accumulator``, ``_partition``, ``client._wait_on_metadata``
-``_partitioner`` and the accumulator's batches, as in aiokafka 0.14); a transactional producer keeps
-aiokafka's public ``send``.
+``AIOKafkaProducer.send`` itself makes a metadata wait, serializer calls, partitioning
+(pure-Python murmur2 for a key) and a future per record. :meth:`Sender.send_many` does the
+per-topic part once per call, partitions keys with a compiled murmur2 and appends each
+record to the accumulator (``docs/bench/micro/send_cost.py`` measures both). It relies on
+aiokafka internals (``_message_accumulator`` and its batches, ``_metadata``,
+``_partitioner``, ``client._wait_on_metadata``, as in aiokafka 0.14); a transactional
+producer keeps aiokafka's public ``send``.
 
 Delivery guarantees stay Faust's: before committing offsets, Faust's consumer flushes the
 app's producer (``Consumer.commit`` -> ``producer.flush()`` -> aiokafka's ``flush``), the
@@ -63,7 +63,7 @@ class Sender:
 
     def __init__(self, app: faust.App) -> None:
         self.app = app
-        self._watched: dict[TopicPartition, Any] = {}  # the batch last watched for failure, by partition
+        self._watched: dict[TopicPartition, asyncio.Future[Any]] = {}  # the batch last checked, by partition
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    partition: int | None = None) -> asyncio.Future[RecordMetadata]:
@@ -95,7 +95,8 @@ class Sender:
         deliveries = []
         for key, value, partition in records:
             if DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, []) > limit:
-                raise MessageSizeTooLargeError(f"a record to {topic} is over the producer's max_request_size ({limit} bytes)")
+                raise MessageSizeTooLargeError(f"a record to {topic} is over the producer's "
+                                               f"max_request_size ({limit} bytes)")
             if partition is None:
                 if choices is None:
                     choices = list(known), list(metadata.available_partitions_for_topic(topic))
@@ -109,10 +110,10 @@ class Sender:
             if tp is None:
                 tp = tps[partition] = TopicPartition(topic, partition)
             deliveries.append(await accumulator.add_message(tp, key, value, timeout))
-            batch = batches[tp][-1]  # the one this record joined
+            batch = batches[tp][-1].future  # of the batch this record joined
             if self._watched.get(tp) is not batch:  # one failure check per batch, not per record
                 self._watched[tp] = batch
-                batch.future.add_done_callback(self._check)
+                batch.add_done_callback(self._check)
         return deliveries
 
     def _check(self, delivery: asyncio.Future[Any]) -> None:
