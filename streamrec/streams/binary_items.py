@@ -2,9 +2,9 @@
 
 Every event moves an item, so the owner decodes item updates and encodes the item's
 state, and every worker's replica decodes that state again. As JSON these three steps
-measured 34.5 µs per item (10k items with up to 100 co-visit neighbours each; turning
+measured 31.6 µs per item (10k items with up to 100 co-visit neighbours each; turning
 lists of floats into numpy arrays is most of it). Here the numbers travel as little-endian
-arrays (``numpy.frombuffer``) and the ids as one UTF-8 string joined by NUL: 14.1 µs
+arrays (``numpy.frombuffer``) and the ids as one UTF-8 string joined by NUL: 12.5 µs
 (``docs/bench/micro/item_records.py``).
 
 DESIGN.md leaves internal topics' formats to streamrec. Each value starts with a magic

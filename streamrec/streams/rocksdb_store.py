@@ -32,9 +32,10 @@ STORE_URL = "streamrec-rocksdb://"
 BLOOM_BITS_PER_KEY = 10
 """Bloom filter bits per key (Faust's default is 3, a false positive in about every fourth
 file probed). Measured on a 200k-user table with cold CPU caches, as between a worker's
-events (``docs/bench/micro/rocksdb_reads.py``): a read took 9.7 µs (a known user) and
-3.5 µs (a new one) with 3 bits, 8.1 and 1.5 with 10. The filters take 1.25 bytes per key,
-in the shared block cache."""
+events (``docs/bench/micro/rocksdb_reads.py``, two runs): reading a new user took 1.9 and
+3.5 µs with 3 bits, 1.2 and 1.5 with 10; a known user 5.9 and 9.7 against 5.8 and 8.1
+(mostly its data block, which no filter skips). The filters take 1.25 bytes per key, in
+the shared block cache."""
 
 _caches: dict[int, rocksdict.Cache] = {}
 _lock = threading.Lock()

@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streamrec.broker import EmbeddedBroker
-from streamrec.streams.sends import Sender
+from streamrec.streams.sends import Record, Sender
 
 RECORDS, BATCH = 20_000, 64  # records per round, per micro-batch
 
@@ -50,48 +51,33 @@ async def main(url: str) -> None:
     batches = [[(key, value, n % 4) for n, key in enumerate(keys[start:start + BATCH])]
                for start in range(0, RECORDS, BATCH)]
 
-    async def send() -> float:
+    async def timed(send_batch: Callable[[list[Record]], Awaitable[object]]) -> float:
         spent = 0.0
         for batch in batches:
             started = time.perf_counter()
-            for key, record, partition in batch:
-                await producer.send("t", record, key=key, partition=partition)
+            await send_batch(batch)
             spent += time.perf_counter() - started
             await asyncio.sleep(0.001)  # the next micro-batch comes later; the sender runs meanwhile
         return spent
 
-    async def send_keyed() -> float:
-        spent = 0.0
-        for batch in batches:
-            started = time.perf_counter()
-            for key, record, _ in batch:
-                await producer.send("t", record, key=key)
-            spent += time.perf_counter() - started
-            await asyncio.sleep(0.001)
-        return spent
+    async def send(batch: list[Record]) -> None:
+        for key, record, partition in batch:
+            await producer.send("t", record, key=key, partition=partition)
 
-    async def send_many() -> float:
-        spent = 0.0
-        for batch in batches:
-            started = time.perf_counter()
-            await sender.send_many("t", batch)
-            spent += time.perf_counter() - started
-            await asyncio.sleep(0.001)
-        return spent
+    async def send_keyed(batch: list[Record]) -> None:
+        for key, record, _ in batch:
+            await producer.send("t", record, key=key)
 
-    async def send_many_keyed() -> float:
-        spent = 0.0
-        for batch in batches:
-            started = time.perf_counter()
-            await sender.send_many("t", [(key, record, None) for key, record, _ in batch])
-            spent += time.perf_counter() - started
-            await asyncio.sleep(0.001)
-        return spent
+    async def send_many(batch: list[Record]) -> None:
+        await sender.send_many("t", batch)
+
+    async def send_many_keyed(batch: list[Record]) -> None:
+        await sender.send_many("t", [(key, record, None) for key, record, _ in batch])
 
     runs: dict[str, list[float]] = {"send": [], "send, keyed": [], "send_many": [], "send_many, keyed": []}
     for _ in range(5):
         for name, run in zip(runs, (send, send_keyed, send_many, send_many_keyed), strict=True):
-            runs[name].append(await run() / RECORDS * 1e6)
+            runs[name].append(await timed(run) / RECORDS * 1e6)
             await producer.flush()
     for name, figures in runs.items():
         print(f"{name:17s} {statistics.median(figures):5.2f} µs per record")
