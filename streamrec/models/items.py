@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from streamrec.models.followers import FollowerPool
 from streamrec.models.online_mf import OnlineMFConfig, initial_item_vector
 from streamrec.models.popularity import PopularityRanking, add_event
 
@@ -205,7 +206,7 @@ class ItemCatalog(PopularityRanking):
         self._vectors = np.zeros((len(self._scores), dim), dtype=np.float32)
         self._exposures = np.zeros(len(self._scores), dtype=np.int64)  # times shown, by row
         self._neighbours: dict[ItemId, _Neighbours] = {}  # item -> items chosen just before it
-        self._followers: dict[ItemId, _Followers] = {}  # item -> items chosen after it
+        self._followers = FollowerPool(len(self._scores))  # by row: the items chosen after it
         self._generation = 0  # counts prunings (rows change)
         self._pairs = 0  # entries over all co-visit lists
         # This worker's own learning steps on items whose owners have not published them since.
@@ -247,29 +248,18 @@ class ItemCatalog(PopularityRanking):
         self._steps.pop(item_id, None)  # the owner's vector now: it has this worker's earlier steps
         if item.vector.shape == (self.dim,):  # finite: owners clip, decoders reject non-finite
             self._vectors[row] = item.vector
-        if appended:
-            changed = np.flatnonzero(weights[:old] != known.weights).tolist()  # usually a few
-            changed.extend(range(old, len(ids)))
+        if appended:  # the re-weighted (usually a few) and the appended
+            changed = np.concatenate((np.flatnonzero(weights[:old] != known.weights), np.arange(old, len(ids))))
         else:
-            changed = range(len(ids))
+            changed = np.arange(len(ids))
             if known is not None:
-                for dropped in set(known.ids).difference(ids):  # pruned by the owner
-                    self._followers[dropped].remove(row)
-        self._index_followers(row, ids, weights, changed)
+                kept = set(ids)  # the rest were pruned by the owner
+                pruned = [slot for slot, other in enumerate(known.ids) if other not in kept]
+                self._followers.remove(row, known.rows[pruned])
+        self._followers.set(row, rows[changed], weights[changed])
         previous = self._neighbours.get(item_id)
         self._pairs += len(ids) - (0 if previous is None else len(previous.ids))
         self._neighbours[item_id] = _Neighbours(ids, rows, weights)
-
-    def _index_followers(self, row: int, ids: list[ItemId], weights: np.ndarray, slots: Iterable[int]) -> None:
-        """Record ``row`` as a follower of ``ids[slot]`` with weight ``weights[slot]`` for each of ``slots``."""
-        followers_of = self._followers
-        weight_list = weights.tolist()
-        for slot in slots:
-            other = ids[slot]
-            followers = followers_of.get(other)
-            if followers is None:
-                followers = followers_of[other] = _Followers()
-            followers.set(row, weight_list[slot])
 
     def _rows_of(self, item_ids: list[ItemId]) -> np.ndarray:
         rows = []
@@ -398,13 +388,10 @@ class ItemCatalog(PopularityRanking):
             if known is not None and known.ids:
                 rows.append(known.rows)
                 weights.append(known.weights)
-            followers = self._followers.get(item_id)
-            if followers is not None and followers.size:
-                rows.append(followers.rows[:followers.size])
-                weights.append(followers.weights[:followers.size])
+        follower_rows, follower_weights = self._followers.gather(self.rows(item_ids))
         if not rows:
-            return np.zeros(0, dtype=np.intp), np.zeros(0)
-        return np.concatenate(rows), np.concatenate(weights)
+            return follower_rows, follower_weights
+        return np.concatenate((*rows, follower_rows)), np.concatenate((*weights, follower_weights))
 
     def _append(self, item_id: ItemId) -> int:
         row = super()._append(item_id)
@@ -413,6 +400,7 @@ class ItemCatalog(PopularityRanking):
             grown[:self._vectors.shape[0]] = self._vectors
             self._vectors = grown
             self._exposures = np.resize(self._exposures, len(self._scores))
+            self._followers.grow(len(self._scores))
         self._vectors[row] = 0.0
         self._exposures[row] = 0
         return row
@@ -435,9 +423,9 @@ class ItemCatalog(PopularityRanking):
                                                   rows[kept], known.weights[kept])
         self._neighbours = neighbours
         self._pairs = sum(len(known.ids) for known in neighbours.values())
-        self._followers = {}
+        self._followers = FollowerPool(len(self._scores))
         for item_id, known in neighbours.items():
-            self._index_followers(self._index[item_id], known.ids, known.weights, range(len(known.ids)))
+            self._followers.set(self._index[item_id], known.rows, known.weights)
 
 
 class CatalogColumns(NamedTuple):
@@ -459,37 +447,3 @@ class _Neighbours(NamedTuple):
     ids: list[ItemId]
     rows: np.ndarray
     weights: np.ndarray
-
-
-class _Followers:
-    """The items whose co-visit lists hold one item: their rows and weights in growable arrays."""
-
-    __slots__ = ("rows", "size", "slots", "weights")
-
-    def __init__(self) -> None:
-        self.slots: dict[int, int] = {}  # follower row -> slot in rows/weights
-        self.rows = np.zeros(8, dtype=np.intp)
-        self.weights = np.zeros(8, dtype=np.float64)
-        self.size = 0
-
-    def set(self, row: int, weight: float) -> None:
-        slot = self.slots.get(row)
-        if slot is None:
-            if self.size == self.rows.size:
-                self.rows = np.resize(self.rows, 2 * self.size)
-                self.weights = np.resize(self.weights, 2 * self.size)
-            slot = self.slots[row] = self.size
-            self.rows[slot] = row
-            self.size += 1
-        self.weights[slot] = weight
-
-    def remove(self, row: int) -> None:
-        slot = self.slots.pop(row, None)
-        if slot is None:
-            return
-        last = self.size - 1
-        if slot != last:  # move the last entry into the hole
-            moved = int(self.rows[last])
-            self.rows[slot], self.weights[slot] = moved, self.weights[last]
-            self.slots[moved] = slot
-        self.size = last

@@ -160,6 +160,95 @@ def top_k_kernel(scores: np.ndarray, masked: np.ndarray, k: int) -> np.ndarray: 
 
 
 @njit(cache=True)
+def set_followers_kernel(start: np.ndarray, size: np.ndarray, room: np.ndarray, pool_rows: np.ndarray,
+                         pool_weights: np.ndarray, end: int, row: int, items: np.ndarray, weights: np.ndarray,
+                         first: int) -> tuple[int, int]:  # pragma: no cover
+    """Set ``row``'s weight to ``weights[i]`` among the followers of ``items[i]``, for ``i`` from ``first``.
+
+    An item's followers fill ``pool_*[start:start + size]`` of its ``room`` slots; a full
+    segment moves to ``end`` with twice the room. Returns ``(i, end)``: ``i`` is
+    ``len(items)`` when done, else the first item whose segment did not fit before the
+    pool's end (the caller repacks the pool and calls again from ``i``).
+    """
+    for i in range(first, items.shape[0]):
+        item = items[i]
+        begin, count = start[item], size[item]
+        slot = -1
+        for j in range(begin, begin + count):
+            if pool_rows[j] == row:
+                slot = j
+                break
+        if slot < 0:
+            if count == room[item]:
+                grown = max(4, 2 * count)
+                if end + grown > pool_rows.shape[0]:
+                    return i, end
+                pool_rows[end:end + count] = pool_rows[begin:begin + count]
+                pool_weights[end:end + count] = pool_weights[begin:begin + count]
+                start[item] = begin = end
+                room[item] = grown
+                end += grown
+            slot = begin + count
+            pool_rows[slot] = row
+            size[item] = count + 1
+        pool_weights[slot] = weights[i]
+    return items.shape[0], end
+
+
+@njit(cache=True)
+def remove_followers_kernel(start: np.ndarray, size: np.ndarray, pool_rows: np.ndarray, pool_weights: np.ndarray,
+                            row: int, items: np.ndarray) -> None:  # pragma: no cover
+    """Drop ``row`` from the followers of each of ``items`` (the segment's last entry fills the hole)."""
+    for item in items:
+        begin, count = start[item], size[item]
+        for j in range(begin, begin + count):
+            if pool_rows[j] == row:
+                last = begin + count - 1
+                pool_rows[j] = pool_rows[last]
+                pool_weights[j] = pool_weights[last]
+                size[item] = count - 1
+                break
+
+
+@njit(cache=True)
+def repack_followers_kernel(start: np.ndarray, size: np.ndarray, room: np.ndarray, pool_rows: np.ndarray,
+                            pool_weights: np.ndarray, new_rows: np.ndarray,
+                            new_weights: np.ndarray) -> int:  # pragma: no cover
+    """Copy every non-empty segment, room kept, to the front of ``new_*`` in item order; free
+    the empty ones. Returns the new end (the caller made ``new_*`` large enough)."""
+    end = 0
+    for item in range(start.shape[0]):
+        count = size[item]
+        if count == 0:
+            start[item] = room[item] = 0
+            continue
+        begin = start[item]
+        new_rows[end:end + count] = pool_rows[begin:begin + count]
+        new_weights[end:end + count] = pool_weights[begin:begin + count]
+        start[item] = end
+        end += room[item]
+    return end
+
+
+@njit(cache=True)
+def gather_followers_kernel(start: np.ndarray, size: np.ndarray, pool_rows: np.ndarray, pool_weights: np.ndarray,
+                            items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """The followers of each of ``items`` in turn, as one ``(rows, weights)`` pair of arrays."""
+    total = 0
+    for item in items:
+        total += size[item]
+    rows = np.empty(total, dtype=np.intp)
+    weights = np.empty(total, dtype=np.float64)
+    at = 0
+    for item in items:
+        begin, count = start[item], size[item]
+        rows[at:at + count] = pool_rows[begin:begin + count]
+        weights[at:at + count] = pool_weights[begin:begin + count]
+        at += count
+    return rows, weights
+
+
+@njit(cache=True)
 def _scaling(values: np.ndarray, weight: float, n: int) -> tuple[float, float]:  # pragma: no cover
     """``(factor, low)`` that min-max scale ``values`` to ``[0, weight]`` (0 kept as the floor
     when all are positive); factor 0: skipped, as unused (no weight, not ``n`` values) or all equal."""
@@ -337,6 +426,12 @@ def _compile_at_import() -> None:
     fuse_top_k(dense, 1.0, rows, np.ones(1), 1.0, trending, 0.0, 1.0, rows, 1, dense, 1.0)
     fuse_top_k(dense, 1.0, rows, np.ones(1), 1.0, np.ones(2), 1.0, 1.0, rows, 1, dense, 1.0)
     top_k_kernel(np.ones(2, dtype=np.float32), rows, 1)
+    followers = [np.zeros(2, dtype=np.int64) for _ in range(3)]
+    pool_rows, pool_weights = np.zeros(8, dtype=np.int32), np.zeros(8)
+    set_followers_kernel(*followers, pool_rows, pool_weights, 0, 1, rows, np.ones(1), 0)
+    remove_followers_kernel(followers[0], followers[1], pool_rows, pool_weights, 1, rows)
+    repack_followers_kernel(*followers, pool_rows, pool_weights, pool_rows.copy(), pool_weights.copy())
+    gather_followers_kernel(followers[0], followers[1], pool_rows, pool_weights, rows)
     layer_norm_kernel(vectors, vectors[0], vectors[0])
     for last_only in (False, True):
         attention_kernel(np.ones((1, 2, 6), dtype=np.float32), rows, 1, last_only)
