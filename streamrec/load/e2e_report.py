@@ -114,6 +114,12 @@ def _plot_soak(steps: list[dict[str, Any]], path: Path) -> None:
     _save(fig, [latency, rss], path)
 
 
+def _full_windows(windows: list[dict[str, float]]) -> list[dict[str, float]]:
+    """The windows with at least half the busiest one's answers: not the step's last, which holds
+    only the few answers that arrived after the load stopped."""
+    busiest = max((window["answered"] for window in windows), default=0)
+    return [window for window in windows if window["answered"] >= busiest / 2]
+
 def _soak_lines(steps: list[dict[str, Any]], window_s: float) -> list[str]:
     if not steps:
         return []
@@ -123,10 +129,10 @@ def _soak_lines(steps: list[dict[str, Any]], window_s: float) -> list[str]:
              "by the item count) was full before the soak began. The RSS slope is a least-squares fit after the "
              "first third of the soak. "
              f"Latency per {window_s:g} s window in the plot below.", "",
-             "| target | distinct users | answered | first / last window p99 ms | RSS after warm-up → end MB "
+             "| target | distinct users | answered | first / last full window p99 ms | RSS after warm-up → end MB "
              "| RSS slope MB/min |", "|---|---|---|---|---|---|"]
     for step in steps:
-        windows = step["windows"] or [{"p99_ms": float("nan")}]
+        windows = _full_windows(step["windows"]) or [{"p99_ms": float("nan")}]
         lines.append(f"| {step['target']} | {step['distinct_users']:,} | {step['received']:,}/{step['valid_sent']:,} "
                      f"| {windows[0]['p99_ms']} / {windows[-1]['p99_ms']} "
                      f"| {step.get('rss_mb_after_warmup', '')} → {step.get('rss_mb_end', '')} "

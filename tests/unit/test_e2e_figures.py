@@ -7,6 +7,7 @@ import time
 import pytest
 
 from streamrec.load.e2e import _batch_size, _freshness, _gc_pauses, _rss_trend, _Tally, _windows
+from streamrec.load.e2e_report import _full_windows
 
 
 def samples(rss_at) -> list[dict[str, float]]:
@@ -46,6 +47,12 @@ def test_windows_hold_the_percentiles_of_the_answers_inside_them() -> None:
     assert (first["t_s"], first["answered"], first["p50_ms"]) == (0.0, 100, 10.0)
     assert first["p99_ms"] > 10.0
     assert (second["t_s"], second["answered"], second["p50_ms"], second["p99_ms"]) == (30.0, 10, 20.0, 20.0)
+
+
+def test_the_soak_table_compares_full_windows_not_the_tail_after_the_load_stopped() -> None:
+    windows = [{"t_s": 0.0, "answered": 14_900}, {"t_s": 30.0, "answered": 14_970}, {"t_s": 60.0, "answered": 69}]
+    assert [window["t_s"] for window in _full_windows(windows)] == [0.0, 30.0]
+    assert _full_windows([]) == []
 
 
 def test_freshness_is_read_from_the_histogram_buckets_added_during_the_step() -> None:
