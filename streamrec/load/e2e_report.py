@@ -100,7 +100,7 @@ def _soak_steps(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _plot_soak(steps: list[dict[str, Any]], path: Path) -> None:
     fig, (latency, rss) = plt.subplots(1, 2, figsize=(10, 4))
     for step in steps:
-        windows, timeline = step["windows"], step["timeline"]
+        windows, timeline = _full_windows(step["windows"]), step["timeline"]
         colour = _COLOURS[step["target"]]
         latency.plot([w["t_s"] / 60 for w in windows], [w["p99_ms"] for w in windows], "-", color=colour,
                      label=f"{step['target']} p99")
