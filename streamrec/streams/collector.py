@@ -31,11 +31,23 @@ def set_young_threshold(allocations: int) -> None:
         gc.set_threshold(allocations, *gc.get_threshold()[1:])
 
 
+_frozen = 0  # objects exempted by freeze_long_lived, counted then
+
+
 def freeze_long_lived() -> int:
     """Collect once, then exempt every object alive now from later collections; returns how many."""
+    global _frozen
     gc.collect()
     gc.freeze()
-    return gc.get_freeze_count()
+    _frozen = gc.get_freeze_count()
+    return _frozen
+
+
+def frozen_objects() -> int:
+    """How many objects :func:`freeze_long_lived` exempted (0 before it ran), counted when it ran:
+    ``gc.get_freeze_count`` walks every frozen object, about 19 ms for a loaded worker's,
+    which a metrics scrape on the event loop made every event wait."""
+    return _frozen
 
 
 class PauseTimer:

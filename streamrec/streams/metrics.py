@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+
+from streamrec.streams.collector import frozen_objects
 
 #: Buckets for per-message processing time, in seconds (100 µs to 1 s).
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -130,7 +131,7 @@ class WorkerMetrics:
         self.gc_frozen_objects = Gauge(
             "streamrec_gc_frozen_objects", "Objects exempt from garbage collection since the worker was "
             "ready (worker.gc_freeze; 0: none).", registry=self.registry)
-        self.gc_frozen_objects.set_function(gc.get_freeze_count)
+        self.gc_frozen_objects.set_function(frozen_objects)
         self._stages = {stage: self.stage_seconds.labels(stage) for stage in STAGES}
 
     def watch_memory(self, parts: Callable[[], dict[str, int]]) -> None:

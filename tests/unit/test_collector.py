@@ -33,6 +33,8 @@ def test_frozen_objects_are_out_of_the_collectors_walk_and_new_cycles_are_still_
     long_lived = [Node() for _ in range(10_000)]
     frozen = freeze_long_lived()
     assert frozen >= len(long_lived)
+    # the gauge reports the count taken at the freeze (counting again walks every frozen object)
+    assert WorkerMetrics().registry.get_sample_value("streamrec_gc_frozen_objects") == frozen
     tracked = {id(obj) for obj in gc.get_objects()}  # what a full collection walks
     assert not any(id(node) in tracked for node in long_lived)
 
