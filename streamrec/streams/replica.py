@@ -26,9 +26,10 @@ ApplyRecord = Callable[[bytes | None, bytes | None, int], None]
 
 #: Records a replica applies before it lets the event loop run other work (events wait
 #: behind a whole fetch otherwise: a few hundred item states take several milliseconds).
-#: At 1,000 events/s, 64 records held the loop over 3 ms 25-28 times in 15 s; 16, 2-3 times,
-#: for the same CPU per event.
-APPLY_CHUNK = 16
+#: 16 held the loop over 3 ms less often at 1,000 events/s (2-3 against 25-28 times in 15 s),
+#: but cost the worker 7% more CPU per event at 5,000 events/s (six rounds side by side):
+#: switching between the replica and the events more often costs more than it saves.
+APPLY_CHUNK = 64
 
 #: Fetch wait of replicas of rarely written topics (item info, models): on the embedded broker
 #: an idle consumer sends one fetch per wait, and each costs the worker and the broker CPU.
