@@ -148,7 +148,8 @@ def _memory_lines(steps: list[dict[str, Any]]) -> list[str]:
         if end:
             lines += ["", f"Parts of {step['target']}'s memory after warm-up → end (MB; `streamrec_memory_bytes`: "
                       "RocksDB's own figures, and the C heap's bytes in use and held free, which RocksDB, "
-                      "FAISS, numpy and Python objects over 512 bytes share; smaller Python objects live outside it):", "",
+                      "FAISS, numpy and Python objects over 512 bytes share; smaller Python objects live outside it; "
+                      "and RSS split into anonymous memory and pages of mapped files such as libraries' code):", "",
                       "| " + " | ".join(end) + " |", "|" + "---|" * len(end),
                       "| " + " | ".join(f"{start.get(part, '')} → {value}" for part, value in end.items()) + " |"]
             pairs = step.get("catalog_neighbours_after_warmup", 0), step.get("catalog_neighbours_end", 0)

@@ -1,4 +1,5 @@
-"""Where a worker's memory goes: RocksDB's memtables, caches and table readers, and the C heap.
+"""Where a worker's memory goes: RocksDB's memtables, caches and table readers, the C heap, and
+RSS split into anonymous memory and pages of mapped files.
 
 RSS alone cannot tell a cache filling up to its bound from state that grows without one;
 these figures (``streamrec_memory_bytes``) can, and the soak benchmark reports them.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from streamrec.streams.rocksdb_store import SharedCacheOptions
@@ -124,6 +126,26 @@ def fix_mmap_threshold(kib: int) -> bool:
     return bool(_MALLOPT(_M_MMAP_THRESHOLD, kib * 1024))
 
 
+#: Lines of ``/proc/self/status`` that split RSS, by the name reported.
+RSS_PARTS = {"rss_anon": "RssAnon:", "rss_file": "RssFile:"}
+
+
+def rss_split(status: Path = Path("/proc/self/status")) -> dict[str, int]:
+    """RSS in anonymous memory (heaps, arenas, mappings: what state and leaks grow) and in
+    pages of mapped files (libraries' code and data, counted as first touched: it grows a
+    little as new code paths run, which is no leak). Empty where there is no ``/proc`` (macOS)."""
+    try:
+        lines = status.read_text().splitlines()
+    except OSError:
+        return {}
+    found = {}
+    for line in lines:
+        for name, prefix in RSS_PARTS.items():
+            if line.startswith(prefix):
+                found[name] = int(line.split()[1]) * 1024  # "RssAnon:   123456 kB"
+    return found
+
+
 def memory_parts(tables: Iterable[Any]) -> dict[str, int]:
-    """Every figure of this module, by name: RocksDB's parts, then the C heap's."""
-    return {**rocksdb_memory(tables), **malloc_heap()}
+    """Every figure of this module, by name: RocksDB's parts, the C heap's, then RSS's split."""
+    return {**rocksdb_memory(tables), **malloc_heap(), **rss_split()}

@@ -15,7 +15,7 @@ import psutil
 import pytest
 import rocksdict
 
-from streamrec.streams.memory import malloc_heap, memory_parts, release_free_heap, rocksdb_memory
+from streamrec.streams.memory import malloc_heap, memory_parts, release_free_heap, rocksdb_memory, rss_split
 from streamrec.streams.metrics import WorkerMetrics
 
 
@@ -47,6 +47,22 @@ def test_the_c_heap_counts_a_large_allocation_while_it_lives() -> None:
     block = np.ones(64 * 2**20, dtype=np.uint8)  # numpy allocates with malloc
     assert malloc_heap()["malloc_in_use"] - before["malloc_in_use"] >= block.nbytes
     del block
+
+
+def test_rss_splits_into_anonymous_memory_and_file_pages_that_add_up_to_it() -> None:
+    split = rss_split()
+    if not split:
+        pytest.skip("no /proc here")
+    block = np.ones(64 * 2**20, dtype=np.uint8)  # touched anonymous memory
+    grown = rss_split()
+    assert grown["rss_anon"] - split["rss_anon"] >= block.nbytes * 0.9
+    rss = psutil.Process().memory_info().rss
+    assert abs(grown["rss_anon"] + grown["rss_file"] - rss) < 0.05 * rss  # (shared memory is the rest)
+    del block
+
+
+def test_rss_split_is_empty_without_proc(tmp_path: Path) -> None:
+    assert rss_split(tmp_path / "missing") == {}
 
 
 def test_the_metrics_endpoint_reports_every_part() -> None:
