@@ -549,6 +549,9 @@ def bench_e2e(
     soak: Annotated[float, typer.Option(min=0, metavar="MINUTES", help="Instead of the rate steps: relay, then "
                                         "streamrec, for MINUTES each at the first --rates value (memory trend, "
                                         "latency drift).")] = 0.0,
+    fill_covisits: Annotated[int, typer.Option(min=0, metavar="VIEWS", help="--soak: warm up with VIEWS more "
+                                               "random views per item, so every co-visit list reaches its bound "
+                                               "before the memory trend is measured (30 does).")] = 0,
     repeat: Annotated[int, typer.Option(min=1, help="Run each rate's targets this many times, interleaved; the "
                                         "report gives medians and each run's p50 / p99.")] = 1,
     trainer: Annotated[bool, typer.Option("--trainer", help="Also run each rate as streamrec+snapshot (the "
@@ -571,7 +574,7 @@ def bench_e2e(
         _fail(f"--rates takes numbers like 500,1000, got {rates!r}")
     settings = _settings(config)
     e2e = E2EConfig(rate_list, duration, workers, warmup, users, find_max=find_max, soak_minutes=soak, trainer=trainer,
-                    repeat=repeat)
+                    repeat=repeat, covisit_fill=fill_covisits)
     result = benchmark_e2e(settings, e2e, broker, say=lambda text: err.print(text, markup=False, highlight=False))
     directory = out or Path("bench/results") / time.strftime("%Y%m%d-%H%M%S")
     report = write_report(result, directory)

@@ -71,6 +71,10 @@ class E2EConfig:
     repeat: int = 1
     """Run each rate's targets this many times, interleaved (relay, streamrec, relay, streamrec...):
     the report gives the median of each figure, and each run's p50 and p99 (the machine is noisy)."""
+    covisit_fill: int = 0
+    """Soaks: after the view of every item, this many more views per item (random items, by users
+    viewing :data:`FILL_VISITS` each), so every item's co-visit list reaches its bound and is
+    pruned before the memory trend is measured (see :func:`_fill_covisits`); 0: none."""
     trainer: bool = False
     """Also run each rate as :data:`WITH_SNAPSHOT` and :data:`WITH_TRAINER` (the sequence model's cost
     to the hot path: its queries, then the trainer beside the worker)."""
@@ -156,6 +160,24 @@ def _every_item(config: E2EConfig, run: str) -> Iterator[Message]:
     for item in range(config.items):
         yield stamp_event({"user_id": f"u{item % config.users}", "item_id": f"i{item}", "type": "view",
                            "event_id": f"{run}-item-{item}"})
+
+
+FILL_VISITS = 20
+"""Items each user of :func:`_fill_covisits` views in turn."""
+
+
+def _fill_covisits(config: E2EConfig, run: str) -> Iterator[Message]:
+    """``config.covisit_fill`` views per item on average, uniformly random, by users who view
+    :data:`FILL_VISITS` items each: every view co-visits the item with the user's previous ones,
+    so with 30 per item a list is offered about 150 neighbours, past its bound of
+    2 × ``model.max_neighbours`` (100 by default). The co-visit lists are bounded state that
+    otherwise fills for hours with a Zipf tail; filled, a soak's memory trend shows what
+    still grows."""
+    rng = np.random.default_rng(29)
+    for user in range(config.items * config.covisit_fill // FILL_VISITS):
+        for n, item in enumerate(rng.integers(0, config.items, FILL_VISITS).tolist()):
+            yield stamp_event({"user_id": f"{run}-fill-{user}", "item_id": f"i{item}", "type": "view",
+                               "event_id": f"{run}-fill-{user}-{n}"})
 
 
 def _cpu_percent(processes: list[psutil.Process]) -> float:
@@ -299,10 +321,13 @@ def run_step(base: Settings, config: E2EConfig, target: str, rate: float, run: s
         if target in SEQUENCE_TARGETS:
             training.enter_context(streamrec_process(["trainer"], settings, workdir / f"{run}-trainer.log", env=env))
         ready_s = _wait_until_answering(settings, names, 120)
-        warmup = (config.items if config.soak_minutes > 0 else 0) + config.warmup_events
+        soak = config.soak_minutes > 0
+        filled = config.items * config.covisit_fill // FILL_VISITS * FILL_VISITS if soak else 0
+        warmup = (config.items if soak else 0) + filled + config.warmup_events
         if warmup:
             warm = f"{run}-warm"
-            events = itertools.chain(_every_item(config, warm) if config.soak_minutes > 0 else (),
+            events = itertools.chain(_every_item(config, warm) if soak else (),
+                                     _fill_covisits(config, warm) if soak else (),
                                      itertools.islice(_events(config, warm, None), config.warmup_events))
             produce(settings, names.events, events, rate=max(rate, 2_000.0))
             warmed = _drain(settings, names, warmup, f"{warm}-", 60 + warmup / 1_000)
