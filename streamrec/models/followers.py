@@ -2,7 +2,8 @@
 
 An item's followers are the items whose published co-visit lists hold it (chosen after
 it); a replica needs them to count co-visits both ways. Each item's followers fill one
-segment of a shared pool (an int32 row and a float64 weight per follower); a full
+segment of a shared pool (an int32 row and a float64 weight per follower), heaviest
+first, so a reader can take the heaviest few of a popular item's thousands; a full
 segment moves to the pool's end with twice the room, and a full pool is repacked (its
 empty and abandoned segments dropped) into one that is at least twice the live part.
 
@@ -14,7 +15,9 @@ the catalogue's tail items got their first followers (``docs/bench/micro/covisit
 >>> pool.set(0, np.array([2, 3]), np.array([1.0, 0.5]))
 >>> pool.set(1, np.array([2]), np.array([2.0]))
 >>> pool.gather(np.array([2]))
-(array([0, 1]), array([1., 2.]))
+(array([1, 0]), array([2., 1.]))
+>>> pool.gather(np.array([2]), limit=1)
+(array([1]), array([2.]))
 >>> pool.remove(0, np.array([2]))
 >>> pool.gather(np.array([2, 3]))
 (array([1, 0]), array([2. , 0.5]))
@@ -25,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamrec.models.kernels import (
+    Followers,
     gather_followers_kernel,
     remove_followers_kernel,
     repack_followers_kernel,
@@ -32,6 +36,7 @@ from streamrec.models.kernels import (
 )
 
 _FIRST_POOL = 4096  # followers; grows by doubling
+_ALL = 2**62  # no limit on the followers read per item
 
 
 class FollowerPool:
@@ -66,9 +71,15 @@ class FollowerPool:
         """Drop ``row`` from the followers of each of ``items`` (rows)."""
         remove_followers_kernel(self._start, self._size, self._rows, self._weights, row, items)
 
-    def gather(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The followers of each of ``items`` (rows) in turn, as ``(rows, weights)`` (new arrays)."""
-        return gather_followers_kernel(self._start, self._size, self._rows, self._weights, items)
+    def gather(self, items: np.ndarray, limit: int = _ALL) -> tuple[np.ndarray, np.ndarray]:
+        """The ``limit`` heaviest followers of each of ``items`` (rows) in turn, as ``(rows, weights)``
+        (new arrays; an item's heaviest first, ties by row)."""
+        return gather_followers_kernel(*self.of(items, limit))
+
+    def of(self, items: np.ndarray, limit: int = _ALL) -> Followers:
+        """The ``limit`` heaviest followers of each of ``items`` (rows) where they lie, for compiled
+        code to read in place (the views stay valid until the pool next changes)."""
+        return Followers(self._start, self._size, self._rows, self._weights, items, limit)
 
     def count(self, row: int) -> int:
         """How many items follow the item in ``row``."""

@@ -31,6 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from streamrec.models.followers import FollowerPool
+from streamrec.models.kernels import Followers, gather_followers_kernel
 from streamrec.models.online_mf import OnlineMFConfig, initial_item_vector
 from streamrec.models.popularity import PopularityRanking, add_event
 
@@ -198,11 +199,17 @@ class ItemCatalog(PopularityRanking):
     (one contiguous ``(n, d)`` float32 array, ready for FAISS) and the
     neighbour lists all index the same catalogue. Bounded by ``max_items``
     (the least popular tenth is forgotten when full).
+
+    Co-visits count both ways (see :meth:`covisits`), each item's heaviest
+    ``max_followers`` followers the other way: an owner keeps up to ``2 * max_neighbours``
+    neighbours, but a popular item is in thousands of lists, and reading them all took
+    most of a list's time once the lists were full (``docs/bench/micro/recommend_lists.py``).
     """
 
-    def __init__(self, half_life_s: float, dim: int, max_items: int = 1_000_000) -> None:
+    def __init__(self, half_life_s: float, dim: int, max_items: int = 1_000_000, max_followers: int = 100) -> None:
         super().__init__(half_life_s, max_items)
         self.dim = dim
+        self.max_followers = max_followers
         self._vectors = np.zeros((len(self._scores), dim), dtype=np.float32)
         self._exposures = np.zeros(len(self._scores), dtype=np.int64)  # times shown, by row
         self._neighbours: dict[ItemId, _Neighbours] = {}  # item -> items chosen just before it
@@ -379,19 +386,28 @@ class ItemCatalog(PopularityRanking):
         """Co-visits with ``item_ids`` as ``(rows, weights)`` pairs; a row's co-visit score is the sum of its weights.
 
         Co-visits count both ways: an item's own list (items chosen before it) and the
-        items whose lists hold it (chosen after it), so owners need only one update per event.
+        ``max_followers`` heaviest of the items whose lists hold it (chosen after it), so
+        owners need only one update per event.
         """
-        rows: list[np.ndarray] = []
-        weights: list[np.ndarray] = []
+        rows, weights, followers = self.covisit_lists(item_ids)
+        follower_rows, follower_weights = gather_followers_kernel(*followers)
+        return np.concatenate((rows, follower_rows)), np.concatenate((weights, follower_weights))
+
+    def covisit_lists(self, item_ids: list[ItemId]) -> tuple[np.ndarray, np.ndarray, Followers]:
+        """:meth:`covisits` in two parts: the items' own lists as ``(rows, weights)``, and their
+        followers where they lie in the pool (a popular item has thousands: compiled code reads
+        them in place rather than copying them)."""
+        rows: list[np.ndarray] = [_NO_ROWS]
+        weights: list[np.ndarray] = [_NO_WEIGHTS]
         for item_id in item_ids:
             known = self._neighbours.get(item_id)
             if known is not None and known.ids:
                 rows.append(known.rows)
                 weights.append(known.weights)
-        follower_rows, follower_weights = self._followers.gather(self.rows(item_ids))
-        if not rows:
-            return follower_rows, follower_weights
-        return np.concatenate((*rows, follower_rows)), np.concatenate((*weights, follower_weights))
+        followers = self._followers.of(self.rows(item_ids), self.max_followers)
+        if len(rows) == 2:
+            return rows[1], weights[1], followers
+        return np.concatenate(rows), np.concatenate(weights), followers
 
     def _append(self, item_id: ItemId) -> int:
         row = super()._append(item_id)
@@ -426,6 +442,10 @@ class ItemCatalog(PopularityRanking):
         self._followers = FollowerPool(len(self._scores))
         for item_id, known in neighbours.items():
             self._followers.set(self._index[item_id], known.rows, known.weights)
+
+
+_NO_ROWS = np.zeros(0, dtype=np.intp)
+_NO_WEIGHTS = np.zeros(0)
 
 
 class CatalogColumns(NamedTuple):

@@ -29,7 +29,13 @@ import numpy as np
 
 from streamrec.models.content import ContentMap, content_features
 from streamrec.models.items import ItemCatalog, ItemConfig, ItemDelta, OwnedItem
-from streamrec.models.kernels import SOURCES, fuse_top_k
+from streamrec.models.kernels import (
+    NO_FOLLOWERS,
+    SOURCES,
+    fuse_top_k,
+    gather_followers_kernel,
+    score_range,
+)
 from streamrec.models.online_mf import (
     MAX_WEIGHT,
     OnlineMFConfig,
@@ -99,7 +105,9 @@ class RecommenderConfig:
         Smaller catalogues are scored whole even when an index is given: exact, and
         faster there (measured 112 against 356 µs per event on a 500-item catalogue).
     max_neighbours
-        Co-visit neighbours kept and published per item.
+        Co-visit neighbours kept and published per item (lists hold up to twice as many
+        between prunings); a replica counts as many of an item's heaviest followers
+        (items whose lists hold it) the other way.
     half_life_s
         Trending half-life, seconds of event time.
     history_size, dedup_window
@@ -130,7 +138,7 @@ class RecommenderConfig:
 
     def new_catalog(self) -> ItemCatalog:
         """An empty replica sized for this configuration."""
-        return ItemCatalog(self.half_life_s, self.mf.dim, self.max_items)
+        return ItemCatalog(self.half_life_s, self.mf.dim, self.max_items, 2 * self.max_neighbours)
 
 
 def learn(user_id: UserId, state: UserState, item_id: ItemId, event_id: str | None, weight: float, ts_ms: int,
@@ -224,8 +232,8 @@ def recommend(state: UserState, catalog: ItemCatalog, k: int, config: Recommende
     personal = 1.0 - share
     with_mf = fusion.mf > 0 and personal > 0 and state.vector is not None and state.vector.shape == (catalog.dim,)
     with_sequence = fusion.sequence > 0 and personal > 0 and sequence is not None and sequence.shape == (n,)
-    covisit_rows, covisit_weights = catalog.covisits(state.recent(config.covisit_history)) \
-        if fusion.covisit > 0 and personal > 0 else (_NO_ROWS, _NO_SCORES)
+    covisit_rows, covisit_weights, followers = catalog.covisit_lists(state.recent(config.covisit_history)) \
+        if fusion.covisit > 0 and personal > 0 else (_NO_ROWS, _NO_WEIGHTS, NO_FOLLOWERS)
     masked = catalog.rows(state.seen)
     if exclude:
         masked = np.concatenate((masked, catalog.rows(exclude)))
@@ -244,6 +252,10 @@ def recommend(state: UserState, catalog: ItemCatalog, k: int, config: Recommende
             keep[allowed] = True
             masked = np.concatenate((masked, np.flatnonzero(~keep)))
     else:
+        follower_rows, follower_weights = gather_followers_kernel(*followers)  # candidates: as positions below
+        covisit_rows = np.concatenate((covisit_rows, follower_rows))
+        covisit_weights = np.concatenate((covisit_weights, follower_weights))
+        followers = NO_FOLLOWERS
         parts = [covisit_rows]
         if allowed is not None and allowed.size <= 10 * config.candidates:
             parts.append(allowed)  # a small filtered set is scored whole
@@ -264,10 +276,11 @@ def recommend(state: UserState, catalog: ItemCatalog, k: int, config: Recommende
         masked = np.searchsorted(candidates, masked[np.isin(masked, candidates)])
     explore = min(k - 1, round(k * config.explore)) if config.explore > 0 else 0
     pool = k * config.diversity_pool if config.diversity > 0 or explore else k
-    positions, scores, sources = fuse_top_k(mf, fusion.mf * personal if with_mf else 0.0, covisit_rows,
-                                            covisit_weights, fusion.covisit * personal, trending,
-                                            catalog.decayed_max(), trending_weight, masked, pool,
-                                            sequence, fusion.sequence * personal if with_sequence else 0.0)
+    positions, scores, sources = fuse_top_k(mf, fusion.mf * personal if with_mf else 0.0, score_range(mf),
+                                            covisit_rows, covisit_weights, followers, fusion.covisit * personal,
+                                            trending, catalog.decayed_max(), trending_weight, masked, pool,
+                                            sequence, fusion.sequence * personal if with_sequence else 0.0,
+                                            score_range(sequence))
     rows = positions if candidates is None else candidates[positions]
     names = [SOURCES[source] for source in sources.tolist()]
     order = np.arange(rows.size)
@@ -314,6 +327,7 @@ def embedding_scores(states: list[UserState], catalog: ItemCatalog, config: Reco
 
 _NO_ROWS = np.zeros(0, dtype=np.intp)
 _NO_SCORES = np.zeros(0, dtype=np.float32)
+_NO_WEIGHTS = np.zeros(0)
 
 
 class InProcessRecommender:

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamrec.models.kernels import fuse_top_k
+from streamrec.models.kernels import NO_FOLLOWERS, fuse_top_k, score_range
 
 
 def reference_fusion(mf: np.ndarray, mf_weight: float, covisit_rows: np.ndarray, covisit_weights: np.ndarray,
@@ -53,7 +53,8 @@ def test_fusion_equals_its_numpy_statement(n: int, k: int, data: st.DataObject) 
     args = (mf, weights[0], covisit_rows, covisit_weights, weights[1], trending, trending_high, weights[2], masked, k,
             sequence, weights[3])
 
-    rows, scores, sources = fuse_top_k(*args)
+    rows, scores, sources = fuse_top_k(mf, weights[0], score_range(mf), covisit_rows, covisit_weights, NO_FOLLOWERS,
+                                       *args[4:11], weights[3], score_range(sequence))
     expected_total, expected_rows, contributions = reference_fusion(*args)
 
     # The same list up to rounding: rows whose fused scores differ in the last bits may swap.
@@ -76,3 +77,32 @@ def test_initial_vectors_equal_their_numpy_statement_bit_for_bit() -> None:
         unit = (np.frombuffer(digest, dtype="<u4").astype(np.float64) + 0.5) / 2.0**32
         expected = ((2.0 * unit - 1.0) * (math.sqrt(3.0) * std)).astype(np.float32)
         assert init_vector(key, dim, std, seed=3).tobytes() == expected.tobytes()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(2, 30), st.booleans(), st.data())
+def test_followers_read_in_place_fuse_as_the_same_pairs_gathered(n: int, negative: bool, data: st.DataObject) -> None:
+    from streamrec.models.followers import FollowerPool
+
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    pool = FollowerPool(n)
+    for row in range(n):  # each item follows a few others
+        items = np.unique(rng.integers(0, n, rng.integers(0, n)))
+        weights = rng.integers(-2 if negative else 1, 4, items.size).astype(np.float64)  # ties happen
+        pool.set(row, items.astype(np.intp), weights)
+    followed = rng.integers(0, n, rng.integers(0, 6)).astype(np.intp)
+    pairs = rng.integers(0, n, rng.integers(0, 10)).astype(np.intp)
+    pair_weights = rng.integers(1, 4, pairs.size).astype(np.float64)
+    mf = rng.normal(size=n).astype(np.float32)
+    trending = rng.integers(0, 3, n).astype(np.float64)
+    masked = rng.integers(0, n, rng.integers(0, n)).astype(np.intp)
+    common = (1.0, trending, 0.0, 0.5, masked, 5, np.zeros(0, dtype=np.float32), 0.0, (0.0, 0.0))
+
+    limit = data.draw(st.integers(0, n))
+    in_place = fuse_top_k(mf, 1.0, score_range(mf), pairs, pair_weights, pool.of(followed, limit), *common)
+    follower_rows, follower_weights = pool.gather(followed, limit)
+    gathered = fuse_top_k(mf, 1.0, score_range(mf), np.concatenate((pairs, follower_rows)),
+                          np.concatenate((pair_weights, follower_weights)), NO_FOLLOWERS, *common)
+
+    for got, expected in zip(in_place, gathered, strict=True):
+        np.testing.assert_array_equal(got, expected)

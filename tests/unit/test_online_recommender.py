@@ -353,3 +353,14 @@ def covisit_scores(catalog: ItemCatalog, item_ids: list[str]) -> np.ndarray:
     """Per catalogue row, the summed co-visit weight with ``item_ids``."""
     rows, weights = catalog.covisits(item_ids)
     return np.bincount(rows, weights=weights, minlength=len(catalog))
+
+
+def test_the_replica_counts_an_items_heaviest_followers_only() -> None:
+    catalog = ItemCatalog(half_life_s=3600.0, dim=2, max_followers=2)
+    catalog.upsert("probe", PublishedItem(1.0, 1, np.zeros(2, np.float32), ["own"], np.array([5.0])))
+    for n, weight in enumerate((1.0, 4.0, 2.0, 3.0)):  # four items whose lists hold the probe
+        catalog.upsert(f"after{n}", PublishedItem(1.0, 1, np.zeros(2, np.float32), ["probe"], np.array([weight])))
+    rows, weights = catalog.covisits(["probe"])
+    assert [catalog.item_id(row) for row in rows.tolist()] == ["own", "after1", "after3"]
+    assert weights.tolist() == [5.0, 4.0, 3.0]
+    assert RecommenderConfig(max_neighbours=7).new_catalog().max_followers == 14

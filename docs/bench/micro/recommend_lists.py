@@ -1,0 +1,115 @@
+"""What one recommendation list costs a worker, with co-visit lists short and full.
+
+    python docs/bench/micro/recommend_lists.py [--json FILE]
+
+Run it once per version to compare two versions side by side (``PYTHONPATH=<other
+checkout>`` for the other one), alternating, on an otherwise idle machine.
+
+A catalogue of 10k items learnt by the model that runs in the worker
+(:class:`~streamrec.models.online_recommender.InProcessRecommender`, the default
+configuration): every item once, then a Zipf-popular stream (exponent 1.1, as many
+events as items) from 5,000 users. "short" stops there: few co-visits, as in a
+benchmark's first minutes. "full" then adds 30 views per item, as ``bench e2e
+--fill-covisits 30`` does before a soak: every co-visit list reaches its bound, and the
+popular items have thousands of followers (items whose lists hold them), as after hours
+of traffic. Each round picks 50 random users of the Zipf stream (their latest items
+are popular, as a live load's are), as a worker's micro-batch, and times the batch's embedding scores (one matrix product) and then each
+user's list; the figures are medians over the rounds, in µs per list, with OpenBLAS on
+one thread as in the benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402  (after the BLAS thread setting)
+
+from streamrec.models.online_recommender import (  # noqa: E402
+    InProcessRecommender,
+    RecommenderConfig,
+    embedding_scores,
+    recommend,
+)
+from streamrec.models.user_state import UserState  # noqa: E402
+
+ITEMS, USERS, BATCH, ROUNDS, FILL_VIEWS, STREAM_AFTER_FILL = 10_000, 5_000, 50, 200, 30, 3
+
+
+def short_model() -> InProcessRecommender:
+    """The default model after every item once and then a Zipf stream of as many events."""
+    recommender = InProcessRecommender(RecommenderConfig(), publish_every=200)
+    for item in range(ITEMS):
+        recommender.learn_one(f"u{item % USERS}", f"i{item}", 1.0, 0)
+    stream(recommender, ITEMS)
+    return recommender
+
+
+def stream(recommender: InProcessRecommender, events: int, seed: int = 0) -> None:
+    """``events`` Zipf-popular events from the stream's users."""
+    rng = np.random.default_rng(seed)
+    for user, item in zip(rng.integers(0, USERS, events).tolist(), (rng.zipf(1.1, events) % ITEMS).tolist(),
+                          strict=True):
+        recommender.learn_one(f"u{user}", f"i{item}", 1.0, 0)
+    recommender.publish()
+
+
+def fill(recommender: InProcessRecommender, views: int, seed: int = 0) -> None:
+    """``views`` more views per item, in random order, from users who view 20 items each."""
+    rng = np.random.default_rng(seed)
+    for n, item in enumerate(rng.permutation(np.repeat(np.arange(ITEMS), views)).tolist()):
+        recommender.learn_one(f"filler{n // 20}", f"i{item}", 1.0, 0)
+    recommender.publish()
+
+
+def time_lists(recommender: InProcessRecommender) -> dict[str, float]:
+    """Median µs per list of the batch's matrix product and of the lists themselves."""
+    catalog, config = recommender.catalog, recommender.config
+    # The users of the Zipf stream: their latest items are popular ones, as a live load's are.
+    states: list[UserState] = [state for user, state in recommender.users.items() if user.startswith("u")]
+    chooser = random.Random(1)
+    products, lists = [], []
+    for round_ in range(ROUNDS + 20):
+        batch = chooser.sample(states, BATCH)
+        started = time.perf_counter()
+        scores = embedding_scores(batch, catalog, config)
+        scored = time.perf_counter()
+        for state, mf_scores in zip(batch, scores, strict=True):
+            recommend(state, catalog, 10, config, mf_scores=mf_scores)
+        done = time.perf_counter()
+        if round_ >= 20:  # the first rounds warm the caches up
+            products.append((scored - started) / BATCH * 1e6)
+            lists.append((done - scored) / BATCH * 1e6)
+    return {"matrix_product_us": round(statistics.median(products), 1),
+            "list_us": round(statistics.median(lists), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    results = {}
+    recommender = short_model()
+    for name, views in (("short", 0), ("full", FILL_VIEWS)):
+        if views:
+            fill(recommender, views)
+            stream(recommender, STREAM_AFTER_FILL * ITEMS, seed=1)
+        figures = time_lists(recommender)
+        figures["co_visit_pairs"] = recommender.catalog.neighbour_pairs
+        results[name] = figures
+        print(f"{name:5}: {figures['co_visit_pairs']:,} co-visit pairs; per list: matrix product "
+              f"{figures['matrix_product_us']} µs (batches of {BATCH}), list {figures['list_us']} µs "
+              f"(medians of {ROUNDS} batches)")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(results, out, indent=1)
+
+
+if __name__ == "__main__":
+    main()
