@@ -18,6 +18,7 @@ from streamrec.models.baselines import MostPopular, OnlineModel
 from streamrec.models.items import ItemCatalog, ItemConfig, ItemDelta, OwnedItem, PublishedItem
 from streamrec.models.online_mf import OnlineMFConfig, initial_user_vector, sgd_step, user_learning_rate
 from streamrec.models.online_recommender import (
+    SCORED_TOGETHER,
     FusionWeights,
     InProcessRecommender,
     RecommenderConfig,
@@ -230,24 +231,32 @@ def test_embedding_scores_match_a_brute_force_sort_and_never_return_an_excluded_
         assert [score for _, score in got] == sorted((score for _, score in got), reverse=True)
 
 
-@pytest.mark.parametrize("n_users", [3, 40])  # the product is laid out one way below 16 users, the other above
+# Below 16 users the product is laid out one way, above the other; 65 users and "nobody" make
+# two full groups and a last one with a single vector (scored alone by recommend()).
+@pytest.mark.parametrize("n_users", [3, 40, 65])
 def test_a_batch_of_users_scored_in_one_product_gets_the_lists_of_one_user_at_a_time(stream: list[Event],
                                                                                    n_users: int) -> None:
     model = learnt(stream[:3_000])
     users = [f"u{n}" for n in range(n_users)] + ["nobody"]
     states = [model.users.get(user) or UserState() for user in users]
+    alone_in_last_group = len(users) % SCORED_TOGETHER == 2
 
-    scores = embedding_scores(states, model.catalog, model.config)
-
-    assert scores[-1] is None and all(score is not None for score in scores[:-1])
-    for state, batch_scores in zip(states, scores, strict=True):
+    scored = 0
+    for n, (state, batch_scores) in enumerate(zip(states, embedding_scores(states, model.catalog, model.config),
+                                                  strict=True)):
+        if state.vector is None or (alone_in_last_group and n == len(users) - 2):
+            assert batch_scores is None
+        else:  # used as it comes, as the worker does: the next group reuses the memory
+            np.testing.assert_allclose(batch_scores, model.catalog.matrix() @ state.vector, rtol=1e-5, atol=1e-6)
+            scored += 1
         alone = recommend(state, model.catalog, 10, model.config)
         batched = recommend(state, model.catalog, 10, model.config, mf_scores=batch_scores)
         assert [item.item_id for item in batched] == [item.item_id for item in alone]
         assert [item.score for item in batched] == pytest.approx([item.score for item in alone], abs=1e-5)
+    assert scored == n_users - alone_in_last_group
     # Where recommend() searches the index instead, there is nothing to precompute.
-    assert embedding_scores(states, model.catalog, dataclasses.replace(model.config, index_min_items=1),
-                            index=object()) == [None] * len(states)  # type: ignore[arg-type]
+    assert list(embedding_scores(states, model.catalog, dataclasses.replace(model.config, index_min_items=1),
+                                 index=object())) == [None] * len(states)  # type: ignore[arg-type]
 
 
 def test_co_visits_recommend_what_users_with_the_same_recent_items_chose() -> None:
