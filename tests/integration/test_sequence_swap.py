@@ -45,6 +45,23 @@ def send_slowly(settings: Settings, events: list[dict[str, Any]], per_second: fl
         time.sleep(len(batch) / per_second)
 
 
+def send_until(settings: Settings, served: int, per_second: float, timeout_s: float = 90) -> list[dict[str, Any]]:
+    """Send rule events slowly until the worker has swapped in ``served`` snapshots, then 150 more.
+
+    Waiting on the worker, not the clock, keeps the test independent of how long the trainer
+    takes to start and join: a trainer that joined late would read every event in one round.
+    """
+    sent: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    while metric(settings, 'streamrec_sequence_snapshots_total{outcome="served"}') < served:
+        assert time.monotonic() < deadline, f"{served} snapshots not served after {len(sent)} events"
+        sent += rule_events(len(sent), 25)
+        send_slowly(settings, sent[-25:], per_second)
+    sent += rule_events(len(sent), 150)
+    send_slowly(settings, sent[-150:], per_second)
+    return sent
+
+
 def pushed(settings: Settings, wanted: set[str], timeout_s: float = 90) -> list[dict[str, Any]]:
     names = topic_names(settings)
     collect(settings, names.recommendations,
@@ -60,8 +77,7 @@ def test_snapshots_swap_in_mid_stream_with_no_gap_and_a_corrupted_one_is_refused
     worker = start_worker(settings)
     with streamrec_process(["trainer"], settings, tmp_path / "trainer.log",
                            env={**worker_env(settings), **SMALL_SEQUENCE_MODEL}):
-        first = rule_events(0, 900)
-        send_slowly(settings, first, per_second=60)  # 15 s: several training rounds
+        first = send_until(settings, served=2, per_second=60)  # online model, then two snapshots
         records = pushed(settings, {e["event_id"] for e in first})
     trainer_log = (tmp_path / "trainer.log").read_text(errors="replace")
 
@@ -92,7 +108,7 @@ def test_snapshots_swap_in_mid_stream_with_no_gap_and_a_corrupted_one_is_refused
     while metric(settings, 'streamrec_sequence_snapshots_total{outcome="refused"}') < 1:
         assert time.monotonic() < deadline, worker.log()[-2000:]
         time.sleep(0.2)
-    after = rule_events(900, 100)
+    after = rule_events(len(first), 100)
     send_slowly(settings, after, per_second=200)
     later = pushed(settings, {e["event_id"] for e in after})
     assert len(later) == len(after) and {v["model_version"] for v in later} == {last}
