@@ -377,6 +377,47 @@ def fuse_top_k(mf: np.ndarray, mf_weight: float, mf_range: tuple[float, float], 
     return rows[:kept], scores[:kept], sources[:kept]
 
 
+@njit(cache=True, nogil=True)
+def fuse_many(mf: np.ndarray, mf_weights: np.ndarray, mf_ranges: np.ndarray, covisit_rows: np.ndarray,
+              covisit_weights: np.ndarray, covisit_bounds: np.ndarray, followers: Followers,
+              follower_bounds: np.ndarray, covisit_user_weights: np.ndarray, trending: np.ndarray,
+              trending_high: float, trending_weights: np.ndarray, masked: np.ndarray, masked_bounds: np.ndarray,
+              k: int, sequence: np.ndarray, sequence_weights: np.ndarray,
+              sequence_ranges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
+    """:func:`fuse_top_k` for each of a batch's users in one call: ``(positions, scores, sources, sizes)``,
+    user ``u``'s list in row ``u`` of the first three, ``sizes[u]`` long.
+
+    The candidates and ``trending`` are shared. Per user ``u``: ``mf[u]`` and ``sequence[u]``
+    (rows of 2-D arrays with ``n`` columns, or none) with their weights and ``(highest, lowest)``
+    ranges; the co-visit pairs ``[covisit_bounds[u]:covisit_bounds[u + 1]]`` of ``covisit_*``,
+    the followers of ``followers.items[follower_bounds[u]:follower_bounds[u + 1]]`` and the
+    masked positions ``masked[masked_bounds[u]:masked_bounds[u + 1]]``. One call instead of
+    one per list saves the per-call cost of passing a dozen arguments from Python.
+    """
+    users = mf_weights.shape[0]
+    positions = np.empty((users, k), dtype=np.intp)
+    scores = np.empty((users, k))
+    sources = np.empty((users, k), dtype=np.int8)
+    sizes = np.empty(users, dtype=np.intp)
+    no_scores = np.zeros(0, dtype=np.float32)
+    for u in range(users):
+        own = Followers(followers.start, followers.size, followers.rows, followers.weights,
+                        followers.items[follower_bounds[u]:follower_bounds[u + 1]], followers.limit)
+        rows, fused, signals = fuse_top_k(
+            mf[u] if mf.shape[1] > 0 else no_scores, mf_weights[u], (mf_ranges[u, 0], mf_ranges[u, 1]),
+            covisit_rows[covisit_bounds[u]:covisit_bounds[u + 1]],
+            covisit_weights[covisit_bounds[u]:covisit_bounds[u + 1]], own, covisit_user_weights[u],
+            trending, trending_high, trending_weights[u], masked[masked_bounds[u]:masked_bounds[u + 1]], k,
+            sequence[u] if sequence.shape[1] > 0 else no_scores, sequence_weights[u],
+            (sequence_ranges[u, 0], sequence_ranges[u, 1]))
+        size = rows.shape[0]
+        positions[u, :size] = rows
+        scores[u, :size] = fused
+        sources[u, :size] = signals
+        sizes[u] = size
+    return positions, scores, sources, sizes
+
+
 @njit(cache=True)
 def _add_covisits(covisits: np.ndarray, rows: np.ndarray, weights: np.ndarray,
                   followers: Followers) -> float:  # pragma: no cover

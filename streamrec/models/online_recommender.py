@@ -22,7 +22,7 @@ import random
 import statistics
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -33,6 +33,7 @@ from streamrec.models.items import ItemCatalog, ItemConfig, ItemDelta, OwnedItem
 from streamrec.models.kernels import (
     NO_FOLLOWERS,
     SOURCES,
+    fuse_many,
     fuse_top_k,
     gather_followers_kernel,
     score_range,
@@ -208,8 +209,7 @@ class LiveVectors(VectorSearch, Protocol):
 
 def recommend(state: UserState, catalog: ItemCatalog, k: int, config: RecommenderConfig,
               exclude: Collection[ItemId] = (), index: VectorSearch | None = None,
-              only: Collection[ItemId] | None = None, sequence: np.ndarray | None = None,
-              mf_scores: np.ndarray | None = None) -> list[Ranked]:
+              only: Collection[ItemId] | None = None, sequence: np.ndarray | None = None) -> list[Ranked]:
     """The user's top ``k`` ``(item_id, score, source)``, best first, never a seen or excluded item.
 
     The signals are fused by :func:`~streamrec.models.kernels.fuse_top_k` (each scaled to at
@@ -220,73 +220,165 @@ def recommend(state: UserState, catalog: ItemCatalog, k: int, config: Recommende
     ``config.index_min_items`` catalogue items on; below, exact scoring of all is faster).
     ``only``, when given, restricts the list to those items (e.g. a category filter).
     ``sequence`` is the sequence model's score per catalogue row (its best
-    ``config.candidates`` join the candidates). ``mf_scores`` is the user's embedding
-    score per catalogue row when the caller already has it (see :func:`embedding_scores`).
+    ``config.candidates`` join the candidates).
     """
-    n = len(catalog)
-    if n == 0 or k <= 0:
-        return []
+    return recommend_many([state], catalog, k, config, exclude, index, only, [sequence])[0]
+
+
+SCORED_TOGETHER = 32
+"""Users :func:`recommend_many` scores in one matrix product and one call of the fusion kernel."""
+
+
+def recommend_many(states: Sequence[UserState], catalog: ItemCatalog, k: int, config: RecommenderConfig,
+                   exclude: Collection[ItemId] = (), index: VectorSearch | None = None,
+                   only: Collection[ItemId] | None = None,
+                   sequences: Sequence[np.ndarray | None] | None = None) -> list[list[Ranked]]:
+    """:func:`recommend` for each of ``states`` (a micro-batch's users), with ``sequences[u]`` for user ``u``.
+
+    Scoring the whole catalogue, every :data:`SCORED_TOGETHER` users share one matrix product
+    (measured 13 against 39 µs per user on 10k items) and one call of
+    :func:`~streamrec.models.kernels.fuse_many` (a call from Python costs a few µs per list for
+    its dozen arguments alone). The product goes into memory this thread reuses: workers fix
+    glibc's mmap threshold (``worker.malloc_mmap_threshold_kb``, 128 KiB), so a product in
+    fresh memory (1.7 MB for 43 users × 10k items) was a new mapping whose pages faulted in as
+    BLAS wrote them (31 against 11 µs per user). Where the index is searched instead, each
+    user's candidates are their own, and so is the call.
+    """
+    sequences = [None] * len(states) if sequences is None else sequences
+    if len(catalog) == 0 or k <= 0:
+        return [[] for _ in states]
+    if index is not None and len(catalog) >= config.index_min_items:
+        return [_recommend_candidates(state, catalog, k, config, exclude, index, only, sequence)
+                for state, sequence in zip(states, sequences, strict=True)]
+    masked = catalog.rows(exclude) if exclude else _NO_ROWS
+    if only is not None:
+        keep = np.zeros(len(catalog), dtype=bool)
+        keep[catalog.rows(only)] = True
+        masked = np.concatenate((masked, np.flatnonzero(~keep)))
+    lists: list[list[Ranked]] = []
+    for first in range(0, len(states), SCORED_TOGETHER):
+        lists += _recommend_whole(states[first:first + SCORED_TOGETHER], sequences[first:first + SCORED_TOGETHER],
+                                  catalog, k, config, masked)
+    return lists
+
+
+class _Mix(NamedTuple):
+    """One user's signal weights in a list (0: the signal is off for them)."""
+
+    mf: float
+    covisit: float
+    trending: float
+    sequence: float
+
+
+def _mix(state: UserState, config: RecommenderConfig, catalog: ItemCatalog, sequence: np.ndarray | None) -> _Mix:
+    """Trending weighs ``cold_start / (cold_start + n)`` more for a user with ``n`` events, the
+    personal signals the rest (see :class:`FusionWeights`)."""
     fusion = config.fusion
     share = fusion.cold_start / (fusion.cold_start + state.n_events) if fusion.cold_start > 0 else 0.0
     if fusion.trending + share < MIN_SHARE:
         share = 0.0  # too small to change a list; saves a pass over the catalogue
     personal = 1.0 - share
-    with_mf = fusion.mf > 0 and personal > 0 and state.vector is not None and state.vector.shape == (catalog.dim,)
-    with_sequence = fusion.sequence > 0 and personal > 0 and sequence is not None and sequence.shape == (n,)
-    covisit_rows, covisit_weights, followers = catalog.covisit_lists(state.recent(config.covisit_history)) \
-        if fusion.covisit > 0 and personal > 0 else (_NO_ROWS, _NO_WEIGHTS, NO_FOLLOWERS)
+    with_mf = state.vector is not None and state.vector.shape == (catalog.dim,)
+    with_sequence = sequence is not None and sequence.shape == (len(catalog),)
+    return _Mix(fusion.mf * personal if with_mf else 0.0, fusion.covisit * personal, fusion.trending + share,
+                fusion.sequence * personal if with_sequence else 0.0)
+
+
+def _recommend_whole(states: Sequence[UserState], sequences: Sequence[np.ndarray | None], catalog: ItemCatalog,
+                     k: int, config: RecommenderConfig, masked: np.ndarray) -> list[list[Ranked]]:
+    """Lists scoring the whole catalogue (positions are rows), ``masked`` rows left out of all."""
+    users, n = len(states), len(catalog)
+    mixes = [_mix(state, config, catalog, sequence) for state, sequence in zip(states, sequences, strict=True)]
+    mf, mf_ranges = _NO_BATCH_SCORES, np.zeros((users, 2))
+    if any(mix.mf > 0 for mix in mixes):
+        zeros = np.zeros(catalog.dim, dtype=np.float32)
+        mf = _product(np.stack([state.vector if mix.mf > 0 else zeros for state, mix in zip(states, mixes)]),
+                      catalog.matrix())
+        mf_ranges = _ranges(mf)
+    sequence, sequence_ranges = _NO_BATCH_SCORES, np.zeros((users, 2))
+    if any(mix.sequence > 0 for mix in mixes):
+        sequence = _reused("sequence", users, n)
+        for row, (scores, mix) in enumerate(zip(sequences, mixes, strict=True)):
+            sequence[row] = scores if mix.sequence > 0 else 0.0
+        sequence_ranges = _ranges(sequence)
+    covisits = catalog.covisit_lists([state.recent(config.covisit_history) if mix.covisit > 0 else ()
+                                      for state, mix in zip(states, mixes, strict=True)])
+    seen = [catalog.rows(state.seen) for state in states]
+    if masked.size:
+        seen = [np.concatenate((rows, masked)) for rows in seen]
+    pool, explore = _pool(k, config)
+    positions, scores, sources, sizes = fuse_many(
+        mf[:users], np.array([mix.mf for mix in mixes]), mf_ranges, covisits.rows, covisits.weights,
+        covisits.pair_bounds, covisits.followers, covisits.follower_bounds, np.array([mix.covisit for mix in mixes]),
+        catalog.decayed(), catalog.decayed_max(), np.array([mix.trending for mix in mixes]),
+        np.concatenate([_NO_ROWS, *seen]), _bounds(seen), pool, sequence[:users],
+        np.array([mix.sequence for mix in mixes]), sequence_ranges)
+    if config.diversity > 0 or explore:
+        return [_ranked(positions[u, :size], scores[u, :size], sources[u, :size], catalog, k, config, explore)
+                for u, size in enumerate(sizes.tolist())]
+    # The fusion ranked k per user: the lists as they are, converted for the whole group at once.
+    kept = np.arange(pool) < sizes[:, None]
+    ids = catalog.item_ids(positions[kept].tolist())
+    values, names = scores[kept].tolist(), _SOURCE_NAMES[sources[kept]].tolist()
+    ends = np.cumsum(sizes).tolist()
+    return [[_new_tuple(Ranked, item) for item in zip(ids[end - size:end], values[end - size:end],
+                                                       names[end - size:end])]
+            for end, size in zip(ends, sizes.tolist(), strict=True)]
+
+
+def _recommend_candidates(state: UserState, catalog: ItemCatalog, k: int, config: RecommenderConfig,
+                          exclude: Collection[ItemId], index: VectorSearch, only: Collection[ItemId] | None,
+                          sequence: np.ndarray | None) -> list[Ranked]:
+    """A list scoring only candidates: the index's nearest items, co-visited, trending and the
+    sequence model's best (see :func:`recommend`)."""
+    mix = _mix(state, config, catalog, sequence)
+    covisits = catalog.covisit_lists([state.recent(config.covisit_history) if mix.covisit > 0 else ()])
+    follower_rows, follower_weights = gather_followers_kernel(*covisits.followers)  # as positions below
+    covisit_rows = np.concatenate((covisits.rows, follower_rows))
+    covisit_weights = np.concatenate((covisits.weights, follower_weights))
     masked = catalog.rows(state.seen)
     if exclude:
         masked = np.concatenate((masked, catalog.rows(exclude)))
-    trending_weight = fusion.trending + share
     allowed = None if only is None else catalog.rows(only)
-    if index is None or n < config.index_min_items:  # score the whole catalogue: positions are rows
-        candidates = None
-        if not with_mf:
-            mf = _NO_SCORES
-        else:
-            mf = mf_scores if mf_scores is not None and mf_scores.shape == (n,) else catalog.matrix() @ state.vector
-        sequence = sequence if with_sequence else _NO_SCORES
-        trending = catalog.decayed()
-        if allowed is not None:
-            keep = np.zeros(n, dtype=bool)
-            keep[allowed] = True
-            masked = np.concatenate((masked, np.flatnonzero(~keep)))
-    else:
-        follower_rows, follower_weights = gather_followers_kernel(*followers)  # candidates: as positions below
-        covisit_rows = np.concatenate((covisit_rows, follower_rows))
-        covisit_weights = np.concatenate((covisit_weights, follower_weights))
-        followers = NO_FOLLOWERS
-        parts = [covisit_rows]
-        if allowed is not None and allowed.size <= 10 * config.candidates:
-            parts.append(allowed)  # a small filtered set is scored whole
-        if with_mf:
-            nearest = index.search(state.vector, config.candidates, exclude={*state.seen, *exclude})
-            parts.append(catalog.rows([item_id for item_id, _ in nearest]))
-        if trending_weight > 0:
-            parts.append(catalog.top_rows(config.trending_candidates))
-        if with_sequence:
-            parts.append(top_rows(sequence.copy(), config.candidates))
-        candidates = np.unique(np.concatenate(parts))
-        if allowed is not None:
-            candidates = candidates[np.isin(candidates, allowed)]
-        mf = catalog.matrix()[candidates] @ state.vector if with_mf else _NO_SCORES
-        sequence = sequence[candidates] if with_sequence else _NO_SCORES
-        trending = catalog.decayed()[candidates]
-        covisit_rows = np.searchsorted(candidates, covisit_rows)
-        masked = np.searchsorted(candidates, masked[np.isin(masked, candidates)])
+    parts = [covisit_rows]
+    if allowed is not None and allowed.size <= 10 * config.candidates:
+        parts.append(allowed)  # a small filtered set is scored whole
+    if mix.mf > 0:
+        nearest = index.search(state.vector, config.candidates, exclude={*state.seen, *exclude})
+        parts.append(catalog.rows([item_id for item_id, _ in nearest]))
+    if mix.trending > 0:
+        parts.append(catalog.top_rows(config.trending_candidates))
+    if mix.sequence > 0:
+        parts.append(top_rows(sequence.copy(), config.candidates))
+    candidates = np.unique(np.concatenate(parts))
+    if allowed is not None:
+        candidates = candidates[np.isin(candidates, allowed)]
+    mf = catalog.matrix()[candidates] @ state.vector if mix.mf > 0 else _NO_SCORES
+    sequence = sequence[candidates] if mix.sequence > 0 else _NO_SCORES
+    masked = np.searchsorted(candidates, masked[np.isin(masked, candidates)])
+    pool, explore = _pool(k, config)
+    positions, scores, sources = fuse_top_k(mf, mix.mf, score_range(mf), np.searchsorted(candidates, covisit_rows),
+                                            covisit_weights, NO_FOLLOWERS, mix.covisit,
+                                            catalog.decayed()[candidates], catalog.decayed_max(), mix.trending,
+                                            masked, pool, sequence, mix.sequence, score_range(sequence))
+    return _ranked(candidates[positions], scores, sources, catalog, k, config, explore)
+
+
+def _pool(k: int, config: RecommenderConfig) -> tuple[int, int]:
+    """How many items the fusion ranks for a list of ``k``, and how many of them ``explore`` takes."""
     explore = min(k - 1, round(k * config.explore)) if config.explore > 0 else 0
-    pool = k * config.diversity_pool if config.diversity > 0 or explore else k
-    positions, scores, sources = fuse_top_k(mf, fusion.mf * personal if with_mf else 0.0, score_range(mf),
-                                            covisit_rows, covisit_weights, followers, fusion.covisit * personal,
-                                            trending, catalog.decayed_max(), trending_weight, masked, pool,
-                                            sequence, fusion.sequence * personal if with_sequence else 0.0,
-                                            score_range(sequence))
-    rows = positions if candidates is None else candidates[positions]
-    names = [SOURCES[source] for source in sources.tolist()]
+    return (k * config.diversity_pool if config.diversity > 0 or explore else k), explore
+
+
+def _ranked(rows: np.ndarray, scores: np.ndarray, sources: np.ndarray, catalog: ItemCatalog, k: int,
+            config: RecommenderConfig, explore: int) -> list[Ranked]:
+    """The fusion's best ``rows`` (catalogue rows, best first) as a list of ``k``, re-ranked for
+    diversity and with ``explore`` slots when configured."""
+    names = _SOURCE_NAMES[sources].tolist()
     order = np.arange(rows.size)
     if config.diversity > 0:
-        order = mmr(order, scores, catalog.matrix()[rows], pool, config.diversity)
+        order = mmr(order, scores, catalog.matrix()[rows], rows.size, config.diversity)
     if explore and order.size > k - explore:
         # The last slots go to the least shown of the remaining candidates (still relevant:
         # they are in the pool), so the catalogue's long tail gets seen and learnt.
@@ -302,38 +394,23 @@ def recommend(state: UserState, catalog: ItemCatalog, k: int, config: Recommende
             in zip(catalog.item_ids(rows[order].tolist()), scores[order].tolist(), order.tolist(), strict=True)]
 
 
+_SOURCE_NAMES = np.array(SOURCES, dtype=object)
+_new_tuple = tuple.__new__  # Ranked(*item) without its Python-level __new__: a third less per list
 
-SCORED_TOGETHER = 32
-"""Users whose embedding scores :func:`embedding_scores` computes in one matrix product."""
+
+def _ranges(scores: np.ndarray) -> np.ndarray:
+    """Each row's ``(highest, lowest)`` score, for :func:`~streamrec.models.kernels.fuse_many`."""
+    ranges = np.empty((scores.shape[0], 2))
+    ranges[:, 0] = scores.max(axis=1)
+    ranges[:, 1] = scores.min(axis=1)
+    return ranges
 
 
-def embedding_scores(states: list[UserState], catalog: ItemCatalog, config: RecommenderConfig,
-                     index: VectorSearch | None = None) -> Iterator[np.ndarray | None]:
-    """Each user's embedding score per catalogue row, in order, for :func:`recommend`'s ``mf_scores``.
-
-    One matrix product for every :data:`SCORED_TOGETHER` users instead of a matrix-vector
-    product each (measured 13 against 39 µs per user on 10k items), written into memory this
-    thread reuses: **a row is valid until the iterator moves past its group**, so use each as
-    it comes (as the worker's batch loop does) and do not keep it. Workers fix glibc's mmap
-    threshold (``worker.malloc_mmap_threshold_kb``, 128 KiB), so a product in fresh memory
-    (1.7 MB for 43 users × 10k items) was a new mapping whose pages faulted in as BLAS wrote
-    them: 31 against 11 µs per user. ``None`` for a user without a vector, for a group with
-    fewer than two such users (:func:`recommend` scores one alone) and for everyone when
-    :func:`recommend` would search the index instead.
-    """
-    n = len(catalog)
-    if config.fusion.mf <= 0 or (index is not None and n >= config.index_min_items):
-        yield from (None for _ in states)
-        return
-    for first in range(0, len(states), SCORED_TOGETHER):
-        group = states[first:first + SCORED_TOGETHER]
-        users = [i for i, state in enumerate(group) if state.vector is not None and state.vector.shape == (catalog.dim,)]
-        if len(users) < 2:
-            yield from (None for _ in group)
-            continue
-        product = _product(np.stack([group[i].vector for i in users]), catalog.matrix())
-        rows = dict(zip(users, product, strict=True))
-        yield from (rows.get(i) for i in range(len(group)))
+def _bounds(parts: list[np.ndarray]) -> np.ndarray:
+    """Where each of ``parts`` starts and ends once concatenated: ``[0, len(p0), len(p0) + len(p1), ...]``."""
+    bounds = np.zeros(len(parts) + 1, dtype=np.intp)
+    np.cumsum([part.size for part in parts], out=bounds[1:])
+    return bounds
 
 
 def _product(vectors: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -361,7 +438,7 @@ _THREAD = threading.local()
 
 _NO_ROWS = np.zeros(0, dtype=np.intp)
 _NO_SCORES = np.zeros(0, dtype=np.float32)
-_NO_WEIGHTS = np.zeros(0)
+_NO_BATCH_SCORES = np.zeros((SCORED_TOGETHER, 0), dtype=np.float32)
 
 
 class InProcessRecommender:

@@ -36,7 +36,7 @@ from streamrec.index.live_index import LiveIndex
 from streamrec.models.ab import arm, list_gain
 from streamrec.models.content import ContentMap, content_features
 from streamrec.models.items import ItemDelta, OwnedItem
-from streamrec.models.online_recommender import MODEL_VERSION, embedding_scores, learn, recommend
+from streamrec.models.online_recommender import MODEL_VERSION, Ranked, learn, recommend_many
 from streamrec.models.user_state import UserState
 from streamrec.models.weights import event_weight
 from streamrec.streams.memory import memory_parts
@@ -250,8 +250,8 @@ class Pipeline:
     async def on_events(self, batch: Sequence[EventT]) -> None:
         """Validate, dedup and learn a micro-batch of events in order, then push one top-K per applied event.
 
-        Each user's state is read once and written once per batch, and the embedding scores
-        of all the batch's users come from one matrix product (see ``embedding_scores``).
+        Each user's state is read once and written once per batch, and the batch's lists are
+        scored together (see ``recommend_many``).
         Every list is the one the user would get with the events processed one by one.
         """
         await self.ready()
@@ -300,17 +300,15 @@ class Pipeline:
             applied.append((event, record, event_ts, UserState(list(state.seen), [], state.n_events, state.vector, state.shown)))
             watch.lap("learn")
         answering = [answered for *_, answered in applied]
-        scored = zip(embedding_scores(answering, self.catalog, self.config, self.index),
-                     self.sequence_scores(answering), strict=True)
+        lists = self.rank([record.user_id for _, record, _, _ in applied], answering, self.settings.model.k)
         recommendations: list[Recommendation] = []
         shown_now: dict[bytes, list[str]] = {}  # lists pushed in this batch, by user (A/B scoring)
-        for (event, record, event_ts, answered), scores in zip(applied, scored, strict=True):
-            recommendation = self.recommend(record.user_id, self.settings.model.k, trigger="event",
-                                            state=answered, event_ts=event_ts, event_id=record.event_id,
-                                            batch=scores)
-            if recommendation.arm is not None:
-                self.score_arm(recommendation.arm, shown_now.get(event.key, answered.shown), record.item_id)
-                shown_now[event.key] = states[event.key][0].shown = [item.item_id for item in recommendation.items]
+        for (event, record, event_ts, answered), (ranked, group, version) in zip(applied, lists, strict=True):
+            recommendation = self.recommendation(record.user_id, answered, ranked, group, version, trigger="event",
+                                                 event_ts=event_ts, event_id=record.event_id)
+            if group is not None:
+                self.score_arm(group, shown_now.get(event.key, answered.shown), record.item_id)
+                shown_now[event.key] = states[event.key][0].shown = [item.item_id for item in ranked]
             recommendations.append(recommendation)
         watch.lap("recommend")
         # stored and logged in the user's partition
@@ -360,39 +358,46 @@ class Pipeline:
         self.metrics.processing_seconds.labels("requests").observe(time.perf_counter() - started)
 
     def recommend(self, user_id: str, k: int, trigger: str, exclude: tuple[str, ...] = (),
-                  state: UserState | None = None, categories: list[str] | None = None,
-                  batch: tuple[np.ndarray | None, np.ndarray | None] | None = None,
-                  **fields: Any) -> Recommendation:
+                  categories: list[str] | None = None, **fields: Any) -> Recommendation:
         """The user's top-K now, from local state (call it on the user's partition owner).
 
-        ``state`` saves a table read when the caller already holds the user's state, and
-        ``batch`` the scoring when the caller scored a micro-batch: the user's embedding
-        and sequence-model scores (``embedding_scores``, :meth:`sequence_scores`).
         Unavailable items never appear; ``categories`` keeps items in any of them.
         """
-        if state is None:
-            state = decode_user_state(stored(self.users, user_id.encode()))
-        if self.unavailable:
-            exclude = (*exclude, *self.unavailable)
+        state = decode_user_state(stored(self.users, user_id.encode()))
         only = None
         if categories:
             wanted = set(categories)
             only = [item for item, tags in self.item_categories.items() if tags & wanted]
-        config, group = self.config, None
-        if self.config_b is not None:
-            group = arm(user_id, self.settings.ab.share, self.settings.ab.salt)
+        [(ranked, group, version)] = self.rank([user_id], [state], k, exclude, only)
+        return self.recommendation(user_id, state, ranked, group, version, trigger, **fields)
+
+    def rank(self, user_ids: Sequence[str], states: Sequence[UserState], k: int, exclude: tuple[str, ...] = (),
+             only: list[str] | None = None) -> list[tuple[list[Ranked], str | None, str]]:
+        """Each user's top ``k`` with their A/B arm (``None``: no test running) and the model
+        version that ranked it, the users of each arm scored together (``recommend_many``)."""
+        if self.unavailable:
+            exclude = (*exclude, *self.unavailable)
+        sequences = self.sequence_scores(states)
+        version = MODEL_VERSION if self.sequence is None else f"{MODEL_VERSION}+{self.sequence.version}"
+        groups = [None] * len(user_ids) if self.config_b is None else \
+            [arm(user_id, self.settings.ab.share, self.settings.ab.salt) for user_id in user_ids]
+        ranked: list[tuple[list[Ranked], str | None, str]] = [([], None, MODEL_VERSION)] * len(user_ids)
+        for group in dict.fromkeys(groups):
             config = self.config_b if group == "b" else self.config
-        mf_scores, scores = batch if batch is not None else (None, self.sequence_scores([state])[0])
-        sequence = self.sequence
-        if config.fusion.sequence <= 0:  # this arm fuses no sequence model
-            scores = None
-        ranked = recommend(state, self.catalog, k, config, exclude, self.index, only, scores, mf_scores)
-        return Recommendation(
-            user_id=user_id,
-            items=ranked,
-            trigger=trigger, model_version=MODEL_VERSION if scores is None else f"{MODEL_VERSION}+{sequence.version}",
-            source="trending" if state.vector is None else "online", emitted_ts=now_ms(), arm=group, **fields,
-        )
+            members = [n for n, other in enumerate(groups) if other == group]
+            fused = [sequences[n] if config.fusion.sequence > 0 else None for n in members]  # else: this arm fuses none
+            lists = recommend_many([states[n] for n in members], self.catalog, k, config, exclude, self.index, only,
+                                   fused)
+            for n, items, scores in zip(members, lists, fused, strict=True):
+                ranked[n] = (items, group, MODEL_VERSION if scores is None else version)
+        return ranked
+
+    def recommendation(self, user_id: str, state: UserState, ranked: list[Ranked], group: str | None, version: str,
+                       trigger: str, **fields: Any) -> Recommendation:
+        """A ranked list as the recommendation pushed for ``user_id``."""
+        return Recommendation(user_id=user_id, items=ranked, trigger=trigger, model_version=version,
+                              source="trending" if state.vector is None else "online", emitted_ts=now_ms(),
+                              arm=group, **fields)
 
     def sequence_scores(self, states: Sequence[UserState]) -> list[np.ndarray | None]:
         """The served sequence model's scores for each user, all in one pass (``None``: no

@@ -18,14 +18,13 @@ from streamrec.models.baselines import MostPopular, OnlineModel
 from streamrec.models.items import ItemCatalog, ItemConfig, ItemDelta, OwnedItem, PublishedItem
 from streamrec.models.online_mf import OnlineMFConfig, initial_user_vector, sgd_step, user_learning_rate
 from streamrec.models.online_recommender import (
-    SCORED_TOGETHER,
     FusionWeights,
     InProcessRecommender,
     RecommenderConfig,
     benchmark,
-    embedding_scores,
     learn,
     recommend,
+    recommend_many,
 )
 from streamrec.models.user_state import UserState
 
@@ -232,31 +231,23 @@ def test_embedding_scores_match_a_brute_force_sort_and_never_return_an_excluded_
 
 
 # Below 16 users the product is laid out one way, above the other; 65 users and "nobody" make
-# two full groups and a last one with a single vector (scored alone by recommend()).
+# two full groups and a last one of two users, one without a vector.
 @pytest.mark.parametrize("n_users", [3, 40, 65])
-def test_a_batch_of_users_scored_in_one_product_gets_the_lists_of_one_user_at_a_time(stream: list[Event],
-                                                                                   n_users: int) -> None:
+def test_a_batch_of_users_scored_together_gets_the_lists_of_one_user_at_a_time(stream: list[Event],
+                                                                              n_users: int) -> None:
     model = learnt(stream[:3_000])
     users = [f"u{n}" for n in range(n_users)] + ["nobody"]
     states = [model.users.get(user) or UserState() for user in users]
-    alone_in_last_group = len(users) % SCORED_TOGETHER == 2
+    excluded = ["i1", "i2"]
 
-    scored = 0
-    for n, (state, batch_scores) in enumerate(zip(states, embedding_scores(states, model.catalog, model.config),
-                                                  strict=True)):
-        if state.vector is None or (alone_in_last_group and n == len(users) - 2):
-            assert batch_scores is None
-        else:  # used as it comes, as the worker does: the next group reuses the memory
-            np.testing.assert_allclose(batch_scores, model.catalog.matrix() @ state.vector, rtol=1e-5, atol=1e-6)
-            scored += 1
-        alone = recommend(state, model.catalog, 10, model.config)
-        batched = recommend(state, model.catalog, 10, model.config, mf_scores=batch_scores)
+    together = recommend_many(states, model.catalog, 10, model.config, exclude=excluded)
+
+    assert len(together) == len(states)
+    for state, batched in zip(states, together, strict=True):
+        alone = recommend(state, model.catalog, 10, model.config, exclude=excluded)
         assert [item.item_id for item in batched] == [item.item_id for item in alone]
         assert [item.score for item in batched] == pytest.approx([item.score for item in alone], abs=1e-5)
-    assert scored == n_users - alone_in_last_group
-    # Where recommend() searches the index instead, there is nothing to precompute.
-    assert list(embedding_scores(states, model.catalog, dataclasses.replace(model.config, index_min_items=1),
-                                 index=object())) == [None] * len(states)  # type: ignore[arg-type]
+        assert not {item.item_id for item in batched} & {*state.seen, *excluded}
 
 
 def test_co_visits_recommend_what_users_with_the_same_recent_items_chose() -> None:

@@ -119,14 +119,14 @@ def test_answerable_invalid_request_gets_an_error_answer_and_a_dead_letter(app: 
 @pytest.fixture
 def broken_for_u1(app: StreamrecApp, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug in the pipeline that strikes user u1's events only."""
-    real_recommend = app.pipeline.recommend
+    real_recommendation = app.pipeline.recommendation
 
-    def recommend(user_id: str, *args, **kwargs):
+    def recommendation(user_id: str, *args, **kwargs):
         if user_id == "u1":
             raise ZeroDivisionError("simulated bug")
-        return real_recommend(user_id, *args, **kwargs)
+        return real_recommendation(user_id, *args, **kwargs)
 
-    monkeypatch.setattr(app.pipeline, "recommend", recommend)
+    monkeypatch.setattr(app.pipeline, "recommendation", recommendation)
 
 
 def test_a_processor_bug_dead_letters_the_message_and_the_agent_keeps_going(

@@ -14,7 +14,7 @@ benchmark's first minutes. "full" then adds 30 views per item, as ``bench e2e
 popular items have thousands of followers (items whose lists hold them), as after hours
 of traffic. Each round picks 50 random users of the Zipf stream (their latest items
 are popular, as a live load's are), as a worker's micro-batch, and times the batch's
-embedding scores (matrix products) and each user's list; the figures are medians over the rounds, in µs per list (the batch's share of
+lists; the figures are medians over the rounds, in µs per list (the batch's share of
 the product included), with OpenBLAS on one thread and glibc's mmap threshold fixed at
 128 KiB, as in a worker.
 """
@@ -35,8 +35,7 @@ import numpy as np  # noqa: E402  (after the BLAS thread setting)
 from streamrec.models.online_recommender import (  # noqa: E402
     InProcessRecommender,
     RecommenderConfig,
-    embedding_scores,
-    recommend,
+    recommend_many,
 )
 from streamrec.models.user_state import UserState  # noqa: E402
 from streamrec.streams.memory import fix_mmap_threshold  # noqa: E402
@@ -81,8 +80,7 @@ def time_lists(recommender: InProcessRecommender) -> float:
     for round_ in range(ROUNDS + 20):
         batch = chooser.sample(states, BATCH)
         started = time.perf_counter()
-        for state, mf_scores in zip(batch, embedding_scores(batch, catalog, config), strict=True):
-            recommend(state, catalog, 10, config, mf_scores=mf_scores)
+        recommend_many(batch, catalog, 10, config)
         if round_ >= 20:  # the first rounds warm the caches up
             lists.append((time.perf_counter() - started) / BATCH * 1e6)
     return round(statistics.median(lists), 1)
