@@ -326,12 +326,25 @@ def fuse_top_k(mf: np.ndarray, mf_weight: float, mf_range: tuple[float, float], 
     never returned; ties go to the lowest position.
     """
     n = trending.shape[0]
+    return _fuse(mf, mf_weight, mf_range, covisit_rows, covisit_weights, followers, covisit_weight, trending,
+                 trending_high, trending_weight, masked, k, sequence, sequence_weight, sequence_range, np.zeros(n),
+                 np.empty(n))
+
+
+@njit(cache=True)
+def _fuse(mf: np.ndarray, mf_weight: float, mf_range: tuple[float, float], covisit_rows: np.ndarray,
+          covisit_weights: np.ndarray, followers: Followers, covisit_weight: float, trending: np.ndarray,
+          trending_high: float, trending_weight: float, masked: np.ndarray, k: int, sequence: np.ndarray,
+          sequence_weight: float, sequence_range: tuple[float, float], covisits: np.ndarray,
+          total: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
+    """:func:`fuse_top_k` with its work arrays given: ``covisits`` all zeros (the co-visited rows
+    are left non-zero), ``total`` any content (overwritten); both ``n`` long."""
+    n = trending.shape[0]
     mf_factor, mf_low = _scaling(mf_range, mf_weight, mf.shape[0] == n)
     sequence_factor, sequence_low = _scaling(sequence_range, sequence_weight, sequence.shape[0] == n)
     # Min-max shifts are the same for every row, so they are added to the returned scores only.
     offset = -mf_low * mf_factor - sequence_low * sequence_factor
     covisit_factor = trending_factor = 0.0  # 0: the signal is not used
-    covisits = np.zeros(n)
     if covisit_weight > 0.0:
         high = _add_covisits(covisits, covisit_rows, covisit_weights, followers)
         if high > 1e-300:
@@ -345,15 +358,16 @@ def fuse_top_k(mf: np.ndarray, mf_weight: float, mf_range: tuple[float, float], 
             trending_factor = trending_weight / high
     if mf_factor == 0.0 and sequence_factor == 0.0 and covisit_factor == 0.0 and trending_factor == 0.0:
         return np.zeros(0, dtype=np.intp), np.zeros(0), np.zeros(0, dtype=np.int8)
-    # One pass sums the dense signals (unused ones read as zeros, so the sum has no branch), then
-    # top_k_kernel ranks. (One list over 10k items, caches warm: 24 us with compiled min/max
-    # scans and the full test per row in the ranking, 16 so; one pass doing both was slower.)
-    total = np.empty(n)
-    dense_mf = mf if mf_factor != 0.0 else np.zeros(n, dtype=mf.dtype)
-    dense_sequence = sequence if sequence_factor != 0.0 else np.zeros(n, dtype=sequence.dtype)
+    # One pass sums the dense signals, then top_k_kernel ranks. (One list over 10k items, caches
+    # warm: 24 us with compiled min/max scans and the full test per row in the ranking, 16 so;
+    # one pass doing both was slower.) An unused signal adds 0.0, which changes no sum, and its
+    # test is the same for every row, so the compiler takes it out of the loop.
+    with_mf, with_sequence = mf_factor != 0.0, sequence_factor != 0.0
     for row in range(n):
-        total[row] = ((float(dense_mf[row]) * mf_factor + float(dense_sequence[row]) * sequence_factor)
-                      + covisits[row] * covisit_factor) + float(trending[row]) * trending_factor
+        personal = float(mf[row]) * mf_factor if with_mf else 0.0
+        if with_sequence:
+            personal += float(sequence[row]) * sequence_factor
+        total[row] = (personal + covisits[row] * covisit_factor) + float(trending[row]) * trending_factor
     rows = top_k_kernel(total, masked, k)
     size = rows.shape[0]
     scores = np.empty(size)
@@ -400,16 +414,22 @@ def fuse_many(mf: np.ndarray, mf_weights: np.ndarray, mf_ranges: np.ndarray, cov
     sources = np.empty((users, k), dtype=np.int8)
     sizes = np.empty(users, dtype=np.intp)
     no_scores = np.zeros(0, dtype=np.float32)
+    n = trending.shape[0]
+    covisits, total = np.zeros(n), np.empty(n)  # shared by the users: a fresh pair costs each list a few us
     for u in range(users):
         own = Followers(followers.start, followers.size, followers.rows, followers.weights,
                         followers.items[follower_bounds[u]:follower_bounds[u + 1]], followers.limit)
-        rows, fused, signals = fuse_top_k(
-            mf[u] if mf.shape[1] > 0 else no_scores, mf_weights[u], (mf_ranges[u, 0], mf_ranges[u, 1]),
-            covisit_rows[covisit_bounds[u]:covisit_bounds[u + 1]],
+        pairs = covisit_rows[covisit_bounds[u]:covisit_bounds[u + 1]]
+        rows, fused, signals = _fuse(
+            mf[u] if mf.shape[1] > 0 else no_scores, mf_weights[u], (mf_ranges[u, 0], mf_ranges[u, 1]), pairs,
             covisit_weights[covisit_bounds[u]:covisit_bounds[u + 1]], own, covisit_user_weights[u],
             trending, trending_high, trending_weights[u], masked[masked_bounds[u]:masked_bounds[u + 1]], k,
             sequence[u] if sequence.shape[1] > 0 else no_scores, sequence_weights[u],
-            (sequence_ranges[u, 0], sequence_ranges[u, 1]))
+            (sequence_ranges[u, 0], sequence_ranges[u, 1]), covisits, total)
+        covisits[pairs] = 0.0  # back to all zeros for the next user, row by row
+        for item in own.items:
+            begin = own.start[item]
+            covisits[own.rows[begin:begin + min(own.size[item], own.limit)]] = 0.0
         size = rows.shape[0]
         positions[u, :size] = rows
         scores[u, :size] = fused
@@ -546,9 +566,12 @@ def _compile_at_import() -> None:
     trending.flags.writeable = False  # the catalogue's cached popularity is read-only
     dense = np.ones(2, dtype=np.float32)
     spread = (1.0, 0.0)
+    batch, ranges, bounds, users = np.ones((1, 2), dtype=np.float32), np.zeros((1, 2)), np.zeros(2, np.intp), np.ones(1)
     for popularity in (trending, np.ones(2)):
         fuse_top_k(dense, 1.0, spread, rows, np.ones(1), NO_FOLLOWERS, 1.0, popularity, 0.0, 1.0, rows, 1, dense, 1.0,
                    spread)
+        fuse_many(batch, users, ranges, rows, np.ones(1), bounds, NO_FOLLOWERS, bounds, users, popularity, 0.0, users,
+                  rows, bounds, 1, batch, users, ranges)
     top_k_kernel(np.ones(2, dtype=np.float32), rows, 1)
     followers = [np.zeros(2, dtype=np.int64) for _ in range(3)]
     pool_rows, pool_weights = np.zeros(8, dtype=np.int32), np.zeros(8)

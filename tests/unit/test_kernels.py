@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamrec.models.kernels import NO_FOLLOWERS, fuse_top_k, score_range
+from streamrec.models.kernels import NO_FOLLOWERS, fuse_many, fuse_top_k, score_range
 
 
 def reference_fusion(mf: np.ndarray, mf_weight: float, covisit_rows: np.ndarray, covisit_weights: np.ndarray,
@@ -106,3 +106,45 @@ def test_followers_read_in_place_fuse_as_the_same_pairs_gathered(n: int, negativ
 
     for got, expected in zip(in_place, gathered, strict=True):
         np.testing.assert_array_equal(got, expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 6), st.integers(0, 8), st.data())
+def test_a_batch_of_lists_fuses_as_each_list_alone(n: int, users: int, k: int, data: st.DataObject) -> None:
+    from streamrec.models.followers import FollowerPool
+
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    pool = FollowerPool(n)
+    for row in range(n):
+        items = np.unique(rng.integers(0, n, rng.integers(0, n)))
+        pool.set(row, items.astype(np.intp), rng.integers(1, 4, items.size).astype(np.float64))
+    limit = data.draw(st.integers(0, n))
+    trending = rng.integers(0, 3, n).astype(np.float64)
+    with_mf, with_sequence = data.draw(st.booleans()), data.draw(st.booleans())
+    mf = rng.normal(size=(users, n if with_mf else 0)).astype(np.float32)
+    sequence = rng.normal(size=(users, n if with_sequence else 0)).astype(np.float32)
+    weights = rng.choice([0.0, 0.5, 1.0], size=(4, users))
+    pairs = [rng.integers(0, n, rng.integers(0, 10)).astype(np.intp) for _ in range(users)]
+    pair_weights = [rng.integers(1, 4, p.size).astype(np.float64) for p in pairs]
+    followed = [rng.integers(0, n, rng.integers(0, 4)).astype(np.intp) for _ in range(users)]
+    masked = [rng.integers(0, n, rng.integers(0, n)).astype(np.intp) for _ in range(users)]
+
+    def bounds(parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(([0], np.cumsum([p.size for p in parts]))).astype(np.intp)
+
+    def ranges(scores: np.ndarray) -> np.ndarray:
+        return np.array([score_range(row) for row in scores]) if scores.shape[1] else np.zeros((users, 2))
+
+    positions, scores, sources, sizes = fuse_many(
+        mf, weights[0], ranges(mf), np.concatenate([np.zeros(0, np.intp), *pairs]),
+        np.concatenate([np.zeros(0), *pair_weights]), bounds(pairs), pool.of(np.concatenate(followed), limit),
+        bounds(followed), weights[1], trending, 0.0, weights[2], np.concatenate(masked), bounds(masked), k, sequence,
+        weights[3], ranges(sequence))
+
+    for u in range(users):
+        alone = fuse_top_k(mf[u], weights[0, u], score_range(mf[u]), pairs[u], pair_weights[u],
+                           pool.of(followed[u], limit), weights[1, u], trending, 0.0, weights[2, u], masked[u], k,
+                           sequence[u], weights[3, u], score_range(sequence[u]))
+        size = sizes[u]
+        for got, expected in zip((positions[u, :size], scores[u, :size], sources[u, :size]), alone, strict=True):
+            np.testing.assert_array_equal(got, expected)

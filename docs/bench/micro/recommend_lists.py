@@ -12,7 +12,8 @@ events as items) from 5,000 users. "short" stops there: few co-visits, as in a
 benchmark's first minutes. "full" then adds 30 views per item, as ``bench e2e
 --fill-covisits 30`` does before a soak: every co-visit list reaches its bound, and the
 popular items have thousands of followers (items whose lists hold them), as after hours
-of traffic. Each round picks 50 random users of the Zipf stream (their latest items
+of traffic. "new" is the lists of as many users again with one event each, after "short":
+most of a load test's 100k users (trending weighs half of their lists). Each round picks 50 random users of the Zipf stream (their latest items
 are popular, as a live load's are), as a worker's micro-batch, and times the batch's
 lists; the figures are medians over the rounds, in µs per list (the batch's share of
 the product included), with OpenBLAS on one thread and glibc's mmap threshold fixed at
@@ -62,6 +63,14 @@ def stream(recommender: InProcessRecommender, events: int, seed: int = 0) -> Non
     recommender.publish()
 
 
+def new_users(recommender: InProcessRecommender, seed: int = 2) -> None:
+    """As many users again, each with one Zipf-popular event: most of a load test's 100k users."""
+    rng = np.random.default_rng(seed)
+    for user, item in enumerate((rng.zipf(1.1, USERS) % ITEMS).tolist()):
+        recommender.learn_one(f"n{user}", f"i{item}", 1.0, 0)
+    recommender.publish()
+
+
 def fill(recommender: InProcessRecommender, views: int, seed: int = 0) -> None:
     """``views`` more views per item, in random order, from users who view 20 items each."""
     rng = np.random.default_rng(seed)
@@ -70,11 +79,11 @@ def fill(recommender: InProcessRecommender, views: int, seed: int = 0) -> None:
     recommender.publish()
 
 
-def time_lists(recommender: InProcessRecommender) -> float:
-    """Median µs per list, the batch's embedding scores included."""
+def time_lists(recommender: InProcessRecommender, prefix: str = "u") -> float:
+    """Median µs per list of users whose id starts with ``prefix``, the batch's embedding scores included."""
     catalog, config = recommender.catalog, recommender.config
-    # The users of the Zipf stream: their latest items are popular ones, as a live load's are.
-    states: list[UserState] = [state for user, state in recommender.users.items() if user.startswith("u")]
+    # The users of the Zipf streams: their latest items are popular ones, as a live load's are.
+    states: list[UserState] = [state for user, state in recommender.users.items() if user.startswith(prefix)]
     chooser = random.Random(1)
     lists = []
     for round_ in range(ROUNDS + 20):
@@ -93,11 +102,13 @@ def main() -> None:
     fix_mmap_threshold(WORKER_MMAP_THRESHOLD_KB)  # as a worker does at start
     results: dict[str, dict[str, float]] = {}
     recommender = short_model()
-    for name, views in (("short", 0), ("full", FILL_VIEWS)):
+    new_users(recommender)
+    for name, views, prefix in (("new", 0, "n"), ("short", 0, "u"), ("full", FILL_VIEWS, "u")):
         if views:
             fill(recommender, views)
             stream(recommender, STREAM_AFTER_FILL * ITEMS, seed=1)
-        results[name] = {"list_us": time_lists(recommender), "co_visit_pairs": recommender.catalog.neighbour_pairs}
+        results[name] = {"list_us": time_lists(recommender, prefix),
+                         "co_visit_pairs": recommender.catalog.neighbour_pairs}
         print(f"{name:5}: {results[name]['co_visit_pairs']:,} co-visit pairs; {results[name]['list_us']} µs per "
               f"list in batches of {BATCH} (median of {ROUNDS} batches)")
     if args.json:
