@@ -391,7 +391,7 @@ def _fuse(mf: np.ndarray, mf_weight: float, mf_range: tuple[float, float], covis
     return rows[:kept], scores[:kept], sources[:kept]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def fuse_many(mf: np.ndarray, mf_weights: np.ndarray, mf_ranges: np.ndarray, covisit_rows: np.ndarray,
               covisit_weights: np.ndarray, covisit_bounds: np.ndarray, followers: Followers,
               follower_bounds: np.ndarray, covisit_user_weights: np.ndarray, trending: np.ndarray,
