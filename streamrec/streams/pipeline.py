@@ -35,7 +35,7 @@ from streamrec.errors import InvalidRecord
 from streamrec.index.live_index import LiveIndex
 from streamrec.models.ab import arm, list_gain
 from streamrec.models.content import ContentMap, content_features
-from streamrec.models.items import ItemDelta, OwnedItem, PublishedItem
+from streamrec.models.items import ItemDelta, OwnedItem
 from streamrec.models.online_recommender import MODEL_VERSION, Ranked, learn, recommend_many
 from streamrec.models.user_state import UserState
 from streamrec.models.weights import event_weight
@@ -81,11 +81,6 @@ def load_sequence_query(data: bytes) -> SequenceQuery:
     from streamrec.models.sequence_snapshot import SequenceSnapshot
 
     return SequenceQuery(SequenceSnapshot.from_bytes(data))
-
-
-OWN_STATE_WAIT_S = 60.0
-"""How long an item state this worker applied itself waits to be read back from the item-state
-topic before the replica stops skipping the item's records for it (see ``apply_item_state``)."""
 
 
 def now_ms() -> int:
@@ -156,10 +151,6 @@ class Pipeline:
         # worker.owned_items_cached). Emptied on every rebalance: while another worker owns
         # an item's partition, only the table (recovered from the changelog) is current.
         self._owned: dict[str, OwnedItem] = {}
-        # Item states this worker published and applied to its own replica at once, by key, until
-        # the replica reads them back from the item-state topic (see apply_own_items). Bounded
-        # by the catalogue: one entry per item at most.
-        self._applied_own: dict[bytes, tuple[bytes, float]] = {}
         app.on_partitions_revoked.connect(self._forget_owned)
         app.on_partitions_assigned.connect(self._forget_owned)
         self.metrics.assigned_partitions.set_function(self.owned_event_partitions)
@@ -554,29 +545,10 @@ class Pipeline:
             item.apply(item_id, deltas[item_id], items)
         # Stored and published in one: the changelog records go to this record's partition,
         # the items' (see publish_coalesced), where every replica reads them.
-        published = {item_id: item.published(items) for item_id, item in updated.items()}
-        records = [(item_id.encode(), encode_item_state(item_id, item)) for item_id, item in published.items()]
-        await self.sender.store(self.items, [(event, key, value) for key, value in records])
+        await self.sender.store(self.items, [(event, item_id.encode(), encode_item_state(item_id, item.published(items)))
+                                             for item_id, item in updated.items()])
         self._cache_owned(updated)
         watch.stop("item_owner")
-        self.apply_own_items(published, records)
-
-    def apply_own_items(self, published: dict[str, PublishedItem], records: list[tuple[bytes, bytes]]) -> None:
-        """Apply the item states this worker just stored (and so published) to its own replica now.
-
-        The replica would otherwise decode and apply them again when it reads them back from
-        the item-state topic: on one worker, every item state (about 20 µs per event at
-        4,000 events/s). It skips them then (:meth:`apply_item_state`). Not before the replica
-        has caught up at start: a snapshot being restored would overwrite them.
-        """
-        if not self.catalogue_ready.is_set():
-            return
-        watch = self.metrics.stopwatch()
-        now, written_ms = time.monotonic(), now_ms()
-        for (key, value), (item_id, item) in zip(records, published.items(), strict=True):
-            self.apply_item(item_id, item, written_ms)
-            self._applied_own[key] = (value, now)
-        watch.stop("replica")
 
     def _cache_owned(self, updated: dict[str, OwnedItem]) -> None:
         """Keep the items just stored decoded, the most recently updated last (bounded)."""
@@ -626,30 +598,11 @@ class Pipeline:
         watch.stop("item_publish")
 
     def apply_item_state(self, key: bytes | None, value: bytes | None, timestamp_ms: int | None = None) -> None:
-        """Update this worker's replica from one item-state record (written at ``timestamp_ms``).
-
-        An item this worker published and applied itself (:meth:`apply_own_items`) is newer
-        than every record of it the topic holds before that one, so those and that one are
-        skipped; a publication that never arrives (a failed send) stops counting after
-        :data:`OWN_STATE_WAIT_S`, and the topic's records are applied again.
-        """
+        """Update this worker's replica from one item-state record (written at ``timestamp_ms``)."""
         if key is None or value is None:
             return
-        own = self._applied_own.get(key)
-        if own is not None:
-            if own[0] == value:
-                del self._applied_own[key]
-                return
-            if time.monotonic() - own[1] < OWN_STATE_WAIT_S:
-                return
-            del self._applied_own[key]
         watch = self.metrics.stopwatch()
         item_id, item = decode_item_state(value, self.config.mf.dim)
-        self.apply_item(item_id, item, timestamp_ms)
-        watch.stop("replica")
-
-    def apply_item(self, item_id: str, item: PublishedItem, timestamp_ms: int | None = None) -> None:
-        """Put an item's published state in this worker's replica and index (written at ``timestamp_ms``)."""
         # The index only gets the replica's vectors, so one that differs from the replica's is
         # new to the index too, which then need not read its own copy back to compare.
         replicated = self.catalog.vector(item_id)
@@ -663,3 +616,4 @@ class Pipeline:
             self.index.maybe_rebuild(background=True)
             if timestamp_ms is not None and self.catalogue_ready.is_set():  # not the backlog read at start
                 self.metrics.item_freshness.observe(max(0.0, time.time() - timestamp_ms / 1000))
+        watch.stop("replica")

@@ -208,42 +208,6 @@ def test_item_updates_accumulate_decayed_popularity_and_publish_each(app: Stream
     assert outputs["item_state"].messages[-1][1] == pipeline.items.get(b"i9")
 
 
-def test_the_owner_applies_what_it_publishes_at_once_and_its_replica_skips_it_and_anything_older(
-        app: StreamrecApp, outputs, monkeypatch: pytest.MonkeyPatch) -> None:
-    pipeline = app.pipeline
-    dim = pipeline.config.mf.dim
-    pipeline.catalogue_ready.set()  # the replica has caught up with the topic as it was at start
-
-    async def scenario(feed: Feed) -> None:
-        for n, first in enumerate((1.0, 0.0), start=1):
-            delta = {"weight": 1.0, "ts_ms": T0_MS, "vector": [first] + [0.0] * (dim - 1), "neighbours": {}}
-            await feed.agent.put(json.dumps({"items": {"i9": delta}}).encode())
-            await until(lambda: len(outputs["item_state"].messages) == n)  # noqa: B023
-
-    run_agent(app, "streamrec.items", scenario)
-
-    (_, older), (_, newest) = outputs["item_state"].messages
-
-    def replicated() -> float:
-        return dict(pipeline.catalog.top_k(10))["i9"]  # popularity: 1 after the first update, 2 after both
-
-    assert replicated() == pytest.approx(2.0)  # in this worker's replica before it read the topic back
-    # The replica reads the topic in order: the older record, then the worker's own, are skipped.
-    pipeline.apply_item_state(b"i9", older)
-    assert replicated() == pytest.approx(2.0)
-    pipeline.apply_item_state(b"i9", newest)
-    # Past its own record, the topic's records apply (another owner's, after a rebalance).
-    item_id, item = decode_item_state(newest, dim)
-    pipeline.apply_item_state(b"i9", encode_item_state(item_id, item._replace(popularity=5.0)))
-    assert replicated() == pytest.approx(5.0)
-    # A publication that never comes back (a failed send) stops holding the replica after a while.
-    pipeline.apply_own_items({"i9": item}, [(b"i9", newest)])
-    assert replicated() == pytest.approx(2.0)
-    monkeypatch.setattr("streamrec.streams.pipeline.OWN_STATE_WAIT_S", 0.0)
-    pipeline.apply_item_state(b"i9", older)
-    assert replicated() == pytest.approx(1.0)
-
-
 def test_the_owner_rereads_its_items_from_the_table_after_a_rebalance(app: StreamrecApp, outputs) -> None:
     # The owner keeps its items decoded between updates; while another worker owned the
     # partition, only the table (recovered from the changelog) saw that worker's updates.
