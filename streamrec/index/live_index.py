@@ -40,6 +40,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from streamrec.models.kernels import all_finite
+
 # OpenMP threads that finish a parallel region spin while waiting for the next one; on
 # a small machine shared with the broker that starved everything (demo latency p50 68 ms
 # -> 1 s). Waiting threads sleep instead, and searches (one query each) use one thread.
@@ -350,7 +352,7 @@ class LiveIndex:
             The vector has the wrong size or a non-finite component.
         """
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if vector.shape[0] != self.config.dim or not np.isfinite(vector).all():
+        if vector.shape[0] != self.config.dim or not all_finite(vector):
             raise ValueError(f"item {item_id!r}: need {self.config.dim} finite components, "
                              f"got shape {vector.shape} (finite: {bool(np.isfinite(vector).all())})")
         with self._lock:

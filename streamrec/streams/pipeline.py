@@ -105,6 +105,9 @@ class Pipeline:
         self.data_dir = Path(settings.worker.data_dir)
         # The replica's vectors, for candidate search; restore_snapshot() swaps in the last snapshot.
         self.index = LiveIndex(settings.index.config(self.config.mf.dim))
+        # Lists search the index from this catalogue size on (below, they score every item):
+        # smaller catalogues keep their changes in its delta, unbuilt (see apply_item_state).
+        self.index_searched_from = min(config.index_min_items for config in (self.config, self.config_b) if config)
         self.rng = random.Random(self.config.mf.seed)  # negative sampling
         # Set once the replica has read the item-state present at start: until then a
         # (re)started worker would learn and answer from an empty catalogue.
@@ -605,15 +608,18 @@ class Pipeline:
         item_id, item = decode_item_state(value, self.config.mf.dim)
         # The index only gets the replica's vectors, so one that differs from the replica's is
         # new to the index too, which then need not read its own copy back to compare.
-        replicated = self.catalog.vector(item_id)
-        changed = replicated is not None and not np.array_equal(replicated, item.vector)
+        replicated = self.catalog.vector(item_id)  # compared as bytes: 0.1 against 2 µs for np.array_equal
+        changed = replicated is not None and replicated.tobytes() != item.vector.tobytes()
         self.catalog.upsert(item_id, item)
         features = self.item_features.get(item_id)
         if features:  # an item the events have placed teaches the content map
             self.content.learn(features, item.vector)
         if item_id not in self.unavailable:
             self.index.upsert(item_id, item.vector, changed)  # searchable now; folded into the FAISS build later
-            self.index.maybe_rebuild(background=True)
+            # Below the size lists search it from, a rebuild only costs CPU: a 10k catalogue
+            # rebuilt after every 1,000 changed items (``index.rebuild_tombstone_share``).
+            if len(self.catalog) >= self.index_searched_from:
+                self.index.maybe_rebuild(background=True)
             if timestamp_ms is not None and self.catalogue_ready.is_set():  # not the backlog read at start
                 self.metrics.item_freshness.observe(max(0.0, time.time() - timestamp_ms / 1000))
         watch.stop("replica")

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamrec.models.kernels import NO_FOLLOWERS, fuse_many, fuse_top_k, score_range
+from streamrec.models.kernels import NO_FOLLOWERS, all_finite, fuse_many, fuse_top_k, score_range
 
 
 def reference_fusion(mf: np.ndarray, mf_weight: float, covisit_rows: np.ndarray, covisit_weights: np.ndarray,
@@ -148,3 +148,11 @@ def test_a_batch_of_lists_fuses_as_each_list_alone(n: int, users: int, k: int, d
         size = sizes[u]
         for got, expected in zip((positions[u, :size], scores[u, :size], sources[u, :size]), alone, strict=True):
             np.testing.assert_array_equal(got, expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([0.0, -1.5, 3e38, 1e-40, np.inf, -np.inf, np.nan]), max_size=40),
+       st.sampled_from([np.float32, np.float64]))
+def test_all_finite_agrees_with_numpy(values: list[float], dtype: type) -> None:
+    array = np.array(values, dtype=dtype)
+    assert all_finite(array) == bool(np.isfinite(array).all())

@@ -10,6 +10,7 @@ import pytest
 from streamrec.streams.app import StreamrecApp
 from streamrec.streams.records import decode_item_state, encode_item_state
 from tests.unit.faust_harness import (
+    make_app,
     PREFIX,
     T0_MS,
     Feed,
@@ -285,3 +286,18 @@ def test_item_freshness_is_observed_once_the_replica_has_caught_up(app: Streamre
     pipeline.apply_item_state(b"x", json.dumps({**state, "popularity": 2.0}).encode(), written_ms)
     assert counted(pipeline, "streamrec_item_freshness_seconds_count") == 1
     assert 0.2 <= counted(pipeline, "streamrec_item_freshness_seconds_sum") < 5.0
+
+
+def test_the_index_rebuilds_only_once_lists_search_it(tmp_path) -> None:
+    # Below model.index_min_items lists score the whole catalogue: changes wait in the index's delta.
+    app = make_app(tmp_path, model={"k": 3, "index_min_items": 6}, index={"rebuild_delta_items": 2})
+    pipeline = app.pipeline
+    dim = pipeline.config.mf.dim
+    for n in range(5):
+        state = {"item_id": f"i{n}", "popularity": 1.0, "ts_ms": T0_MS, "vector": [0.1 * (n + 1)] * dim}
+        pipeline.apply_item_state(f"i{n}".encode(), json.dumps(state).encode())
+    assert (len(pipeline.index), pipeline.index.delta_items, pipeline.index.rebuilds) == (5, 5, 0)
+    state = {"item_id": "i5", "popularity": 1.0, "ts_ms": T0_MS, "vector": [0.7] * dim}
+    pipeline.apply_item_state(b"i5", json.dumps(state).encode())  # the sixth item: lists search the index now
+    pipeline.index.wait_for_rebuild(30)
+    assert (len(pipeline.index), pipeline.index.delta_items, pipeline.index.rebuilds) == (6, 0, 1)
