@@ -216,13 +216,14 @@ class Pipeline:
         """
         index, replicas = await asyncio.to_thread(snapshot.load, self.data_dir, self.index.config,
                                                   self.config.new_catalog())
-        if index is not None:
-            self.index = index
-            self.index.maybe_rebuild(background=True)  # a delta saved while a rebuild was cut short
         if replicas is not None:
             self.catalog, self.content = replicas.catalog, replicas.content
             self.unavailable, self.item_categories = replicas.unavailable, replicas.categories
             self.item_features, self.replica_offsets = replicas.features, replicas.offsets
+        if index is not None:
+            self.index = index
+            if len(self.catalog) >= self.index_searched_from:  # a delta saved while a rebuild was cut short
+                self.index.maybe_rebuild(background=True)
 
     async def save_snapshot(self) -> None:
         """Snapshot the index and the item replicas; the files are written in a thread.
