@@ -7,6 +7,7 @@ user is bounded however many events a user sends.
 
 from __future__ import annotations
 
+import binascii
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,10 +53,15 @@ class UserState:
         return self.seen[-n:] if n > 0 else []
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form stored in the user table."""
+        """Plain-JSON form stored in the user table.
+
+        The vector is its float32 values (little-endian) in base64. As a list of numbers a new
+        user's state took 726 bytes against 270, and encoding plus decoding about 1.5 µs more;
+        a state is read, written to RocksDB and sent to the table's changelog once per event.
+        """
         data: dict[str, Any] = {"seen": self.seen, "event_ids": self.event_ids, "n_events": self.n_events}
         if self.vector is not None:
-            data["vector"] = self.vector.tolist()
+            data["vector"] = binascii.b2a_base64(np.asarray(self.vector, dtype=_STORED_FLOAT).tobytes(), newline=False).decode()
         if self.shown:
             data["shown"] = self.shown
         return data
@@ -64,17 +70,29 @@ class UserState:
     def from_dict(cls, data: dict[str, Any] | None) -> UserState:
         """Inverse of :meth:`to_dict`; ``None`` (an unknown user) gives an empty state.
 
-        A stored vector that is not a flat list of numbers is dropped (the user
+        The vector may also be a list of numbers (states stored before base64). One that is
+        neither a flat list of numbers nor float32 values in base64 is dropped (the user
         starts a new one) rather than poisoning the model.
         """
         if not data:
             return cls()
-        vector = data.get("vector")
-        try:
-            vector = None if vector is None else np.asarray(vector, dtype=np.float32)
-        except (TypeError, ValueError):
-            vector = None
-        if vector is not None and vector.ndim != 1:
-            vector = None
         return cls(list(data.get("seen", [])), list(data.get("event_ids", [])),
-                   int(data.get("n_events", 0)), vector, [str(item) for item in data.get("shown", [])])
+                   int(data.get("n_events", 0)), _stored_vector(data.get("vector")),
+                   [str(item) for item in data.get("shown", [])])
+
+
+_STORED_FLOAT = np.dtype("<f4")
+
+
+def _stored_vector(value: Any) -> np.ndarray | None:
+    """A stored user vector (float32 base64, or a list of numbers) as float32; ``None`` if malformed."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, str):  # a writable copy: 1.0 µs, against 0.9 from a list (the JSON parse is the saving)
+            vector = np.frombuffer(bytearray(binascii.a2b_base64(value)), dtype=_STORED_FLOAT).astype(np.float32, copy=False)
+        else:
+            vector = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):  # not base64 (binascii.Error), a size not a multiple of 4, not numbers
+        return None
+    return vector if vector.ndim == 1 else None

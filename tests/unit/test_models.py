@@ -244,6 +244,30 @@ def test_history_round_trips_through_a_plain_dict() -> None:
     assert history.seen == ["i2", "i3", "i4"], "from_dict must copy, not alias, the stored lists"
 
 
+def test_user_vector_is_stored_as_float32_base64_and_read_back_exactly() -> None:
+    vector = np.array([0.1, -2.5, 3e-8, 1e30], dtype=np.float32)
+    data = UserState(["a"], [], 1, vector).to_dict()
+
+    assert isinstance(data["vector"], str)
+    restored = UserState.from_dict(data).vector
+    assert restored.dtype == np.float32 and np.array_equal(restored, vector)
+    restored[0] = 1.0  # writable: learning may update it in place
+    assert vector[0] == np.float32(0.1)
+
+
+def test_user_vector_stored_as_a_list_of_numbers_still_reads() -> None:
+    """States written before the vector was stored in base64 keep their vector."""
+    assert UserState.from_dict({"vector": [0.5, 1.5]}).vector.tolist() == [0.5, 1.5]
+
+
+@pytest.mark.parametrize("stored", ["AAAA=", "not base64 at all!", [[1.0, 2.0]], ["x"], {"a": 1}])
+def test_malformed_stored_user_vector_is_dropped(stored: object) -> None:
+    state = UserState.from_dict({"seen": ["a"], "vector": stored})
+
+    assert state.seen == ["a"]
+    assert state.vector is None  # the user starts a new one
+
+
 def test_history_from_partial_dict_uses_defaults() -> None:
     assert UserState.from_dict({"seen": ["a"]}) == UserState(["a"], [], 0)
 

@@ -14,7 +14,7 @@ from streamrec.eval.synthetic import invalid_events
 from streamrec.models.online_recommender import MODEL_VERSION
 from streamrec.models.sequence_query import SequenceQuery
 from streamrec.streams.app import StreamrecApp
-from streamrec.streams.records import DeadLetter, decode_item_updates
+from streamrec.streams.records import DeadLetter, decode_item_updates, decode_user_state
 from streamrec.streams.topics import key_partition
 from tests.unit.test_sequence import SMALL, rule_trained
 from tests.unit.faust_harness import (
@@ -62,10 +62,16 @@ def test_valid_event_is_remembered_in_the_users_table(app: StreamrecApp, outputs
 
     run_events(app, scenario)
 
-    stored = json.loads(app.pipeline.users[b"u1"])
+    stored = stored_user(app, "u1")
     assert {key: stored[key] for key in ("seen", "event_ids", "n_events")} == {
         "seen": ["i1", "i2"], "event_ids": ["e1", "e2"], "n_events": 2}
     assert len(stored["vector"]) == app.pipeline.config.mf.dim  # the learnt user vector
+
+
+def stored_user(app: StreamrecApp, user_id: str) -> dict:
+    """A user's row of the users table as JSON, its vector (stored as float32 in base64) as a list."""
+    raw = app.pipeline.users[user_id.encode()]
+    return {**json.loads(raw), "vector": decode_user_state(raw).vector.tolist()}
     second = outputs["recommendations"].values[1]
     assert [item["item_id"] for item in second["items"]] == ["i3", "i4"]
 
@@ -276,7 +282,7 @@ def _batch_run(tmp_path, together: bool,
 
     run_events(app, scenario)
     lists = [{key: value for key, value in body.items() if key != "emitted_ts"} for body in pushed.values]
-    table = {user: json.loads(pipeline.users[user.encode()]) for user in set(users)}
+    table = {user: stored_user(app, user) for user in set(users)}
     changelog = list(zip(logged.partitions, logged.keys, strict=True))
     # streamrec_batch_events counts the batches taken and the events in them
     assert counted(pipeline, "streamrec_batch_events_count") == len(sizes)
