@@ -195,12 +195,17 @@ MEMORY_EVERY_SAMPLES = 10
 
 class _Sampler:
     """CPU and RSS of the step's worker processes, once a second, and the CPU of the broker
-    (when embedded) and of this benchmark process, which share the machine."""
+    (when embedded) and of this benchmark process, which share the machine. With ``metrics``
+    (the workers' Prometheus samples, see :func:`_worker_samples`) each sample also holds
+    where the workers' time per event went in that second (:func:`_stages_between`), and
+    every ``MEMORY_EVERY_SAMPLES``-th their memory parts (:func:`_memory_figures`)."""
 
     def __init__(self, pids: list[int], broker_pid: int | None,
-                 memory: Callable[[], dict[str, Any]] = dict) -> None:
+                 metrics: Callable[[], dict[str, float]] = dict) -> None:
         self.workers = [psutil.Process(pid) for pid in pids]
-        self.memory = memory
+        self.metrics = metrics
+        self._last_metrics: dict[str, float] = {}  # and the workers' CPU seconds when they were read
+        self._last_cpu_s = 0.0
         self.others = {"broker": [psutil.Process(broker_pid)] if broker_pid else [], "bench": [psutil.Process()]}
         self.samples: list[dict[str, float]] = []
         self._stop = threading.Event()
@@ -239,9 +244,15 @@ class _Sampler:
                       "broker_cpu_percent": _cpu_percent(self.others["broker"]),
                       "bench_cpu_percent": _cpu_percent(self.others["bench"]),
                       "rss_mb": round(rss, 1), "lag": sent - received}
-            if len(self.samples) % MEMORY_EVERY_SAMPLES == 0:
-                with contextlib.suppress(OSError, ValueError):  # a worker busy or gone: next time
-                    sample.update(self.memory())
+            metrics: dict[str, float] = {}
+            with contextlib.suppress(OSError, ValueError):  # a worker busy or gone: next time
+                metrics = self.metrics()
+            if metrics:
+                cpu_s = self.cpu_seconds()
+                if len(self.samples) % MEMORY_EVERY_SAMPLES == 0:
+                    sample.update(_memory_figures(metrics))
+                sample.update(_stages_between(self._last_metrics, metrics, cpu_s - self._last_cpu_s))
+                self._last_metrics, self._last_cpu_s = metrics, cpu_s
             self.samples.append(sample)
 
 
@@ -341,9 +352,10 @@ def run_step(base: Settings, config: E2EConfig, target: str, rate: float, run: s
             training.close()  # the snapshot stays served; only its queries are measured
         before = _worker_samples(workers)
         result = _measure(settings, names, config, run, rate, pids, broker_pid, dead_letters=target != "relay",
-                          memory=lambda: _memory_figures(_worker_samples(workers)))
+                          metrics=dict if target == "relay" else lambda: _worker_samples(workers))  # the relay has none
         after = _worker_samples(workers)
-        result["stage_us_per_event"] = _per_event(_stages(before), _stages(after), result)
+        result["stage_us_per_event"] = _per_event(_stages(before), _stages(after), max(result["received"], 1),
+                                                  result["worker_cpu_s"])
         result.update(_freshness(before, after))
         result.update(_batch_size(before, after))
         result.update(_gc_pauses(before, after, result))
@@ -387,6 +399,20 @@ def _stages(samples: dict[str, float]) -> dict[str, float]:
     return {name[len(prefix):].split('"')[0]: value for name, value in samples.items() if name.startswith(prefix)}
 
 
+_APPLIED = 'streamrec_events_in_total{outcome="applied"}'
+
+
+def _stages_between(before: dict[str, float], after: dict[str, float], cpu_s: float) -> dict[str, Any]:
+    """The events the workers applied between two reads of their samples (``applied``) and
+    :func:`_per_event` of them (``stage_us``), ``cpu_s`` being the workers' CPU in between;
+    nothing before the first read or without events. Second by second, they show which stage
+    grows when a worker falls behind mid-step."""
+    applied = after.get(_APPLIED, 0.0) - before.get(_APPLIED, 0.0)
+    if not before or applied <= 0:
+        return {}
+    return {"applied": int(applied), "stage_us": _per_event(_stages(before), _stages(after), applied, cpu_s)}
+
+
 def _freshness(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """Item freshness during the step (owner's write → searchable in a worker's index) and the
     events' age when the worker started on them: the bucket bounds p50 and p99 fall under, in ms
@@ -428,18 +454,18 @@ def _gc_pauses(before: dict[str, float], after: dict[str, float], result: dict[s
             if full else 0.0}
 
 
-def _per_event(before: dict[str, float], after: dict[str, float], result: dict[str, Any]) -> dict[str, float]:
-    """Microseconds per answered event: each stage, the rest of the workers' CPU, and that CPU in total."""
-    events = max(result["received"], 1)
+def _per_event(before: dict[str, float], after: dict[str, float], events: float, cpu_s: float) -> dict[str, float]:
+    """Microseconds per event between two readings of the stages' seconds (:func:`_stages`): each
+    stage, the rest of the workers' ``cpu_s`` CPU seconds, and that CPU in total."""
     stages = {stage: round((after[stage] - before.get(stage, 0.0)) / events * 1e6, 1) for stage in after}
-    total = result["worker_cpu_s"] / events * 1e6
+    total = cpu_s / events * 1e6
     return {**stages, "other (Faust, Kafka clients, event loop)": round(total - sum(stages.values()), 1),
             "worker CPU": round(total, 1)}
 
 
 def _measure(settings: Settings, names: TopicNames, config: E2EConfig, run: str, rate: float,
              pids: list[int], broker_pid: int | None, dead_letters: bool,
-             memory: Callable[[], dict[str, Any]] = dict) -> dict[str, Any]:
+             metrics: Callable[[], dict[str, float]] = dict) -> dict[str, Any]:
     """Produce at ``rate`` and match outputs until every valid event is answered (and, with
     ``dead_letters``, every invalid one dead-lettered) or the drain time is up."""
     tally = _Tally(prefix=f"{run}-m-")
@@ -450,7 +476,7 @@ def _measure(settings: Settings, names: TopicNames, config: E2EConfig, run: str,
     producer = threading.Thread(target=lambda: report_box.append(produce(settings, names.events, events, rate)),
                                 daemon=True)
     valid = count - count // config.invalid_every if config.invalid_every else count
-    with _Sampler(pids, broker_pid, memory) as sampler:
+    with _Sampler(pids, broker_pid, metrics) as sampler:
         sampler.counts = lambda: (len(tally.sent_ts), len(tally.received))
         started = tally.started = time.monotonic()
         producer.start()

@@ -87,6 +87,40 @@ def _plot_timeline(steps: list[dict[str, Any]], path: Path) -> None:
     _save(fig, [lag, rss], path)
 
 
+_TOTAL = "worker CPU"
+
+
+def _per_second(step: dict[str, Any]) -> list[dict[str, Any]]:
+    """The step's samples that say where the worker's time per event went in that second."""
+    return [sample for sample in step["timeline"] if "stage_us" in sample]
+
+
+def _plot_stages(steps: list[dict[str, Any]], path: Path) -> bool:
+    """Worker CPU per event over each streamrec step, and by stage over the highest fixed rate's
+    streamrec step; False (no file) when no step has per-second stages (the relay has none)."""
+    timed = [step for step in steps if _per_second(step)]
+    if not timed:
+        return False
+    fixed = [step for step in timed if step.get("phase", "fixed") != "search"] or timed
+    widest = max(fixed, key=lambda step: step["rate"])
+    fig, (total, stages) = plt.subplots(1, 2, figsize=(11, 4))
+    for step in timed:
+        seconds = _per_second(step)
+        total.plot([s["t_s"] for s in seconds], [s["stage_us"][_TOTAL] for s in seconds],
+                   color=_COLOURS[step["target"]], alpha=0.5 + 0.5 * (step is widest),
+                   label=f"{step['target']} {step['rate']:,.0f}/s" + (f" ({step['phase']})" if step.get("phase") == "search" else ""))
+    seconds = _per_second(widest)
+    names = [name for name in seconds[0]["stage_us"] if name != _TOTAL]
+    stages.stackplot([s["t_s"] for s in seconds], *[[max(s["stage_us"].get(name, 0.0), 0.0) for s in seconds]
+                                                   for name in names], labels=names, alpha=0.85)
+    total.set(xlabel="seconds into the step", ylabel="worker CPU per applied event (µs)", ylim=(0, None),
+              title="Worker CPU per event, second by second")
+    stages.set(xlabel="seconds into the step", ylabel="µs per applied event",
+               title=f"By stage: {widest['target']} at {widest['rate']:,.0f}/s")
+    _save(fig, [total, stages], path)
+    return True
+
+
 def _freshness(step: dict[str, Any]) -> str:
     if "freshness_p50_ms_at_most" not in step:
         return "n/a"
@@ -242,8 +276,14 @@ def _markdown(result: dict[str, Any]) -> str:
                   "in a worker's index, as the bucket bounds of `streamrec_item_freshness_seconds` the "
                   "percentiles fall under.", "", "![latency CDF](latency_cdf.png)", "",
                   "![latency and throughput vs rate](vs_rate.png)"]
-    lines += ["", "![lag and memory over time](timeline.png)", "",
-              f"Logs: `{result['logs']}` (on the machine that ran it). Raw figures: `results.json`.", ""]
+    lines += ["", "![lag and memory over time](timeline.png)", ""]
+    if result.get("stages_plot"):
+        lines += ["Second by second: the workers' CPU per event they applied in that second, and where the time "
+                  "went in the streamrec step at the highest fixed rate (the stages are wall time, so a worker "
+                  "waiting for a core counts there too). A stage that grows through the step is what a worker "
+                  "falling behind mid-step spends more on.", "", "![worker time per event over the step](stages.png)",
+                  ""]
+    lines += [f"Logs: `{result['logs']}` (on the machine that ran it). Raw figures: `results.json`.", ""]
     return "\n".join(lines)
 
 
@@ -371,6 +411,7 @@ def write_report(result: dict[str, Any], directory: Path) -> Path:
     result = {**result, "steps": combine_repeats(result["steps"])}
     steps = result["steps"]
     _plot_timeline(steps, directory / "timeline.png")
+    result["stages_plot"] = _plot_stages(steps, directory / "stages.png")
     if _soak_steps(steps):  # one rate, one long step per target: latency over time instead of per rate
         _plot_soak(_soak_steps(steps), directory / "soak.png")
     else:

@@ -30,10 +30,16 @@ def test_a_small_e2e_run_answers_every_event_and_writes_its_report(settings: Set
     assert set(relay["stage_us_per_event"]) == {"other (Faust, Kafka clients, event loop)", "worker CPU"}
     assert mine["item_updates_indexed"] > 0 and mine["freshness_p99_ms_at_most"] <= 30_000  # owner → index
     assert "freshness_p50_ms_at_most" not in relay
+    # second by second, where streamrec's time per event went (the relay has no stages)
+    seconds = [sample for sample in mine["timeline"] if "stage_us" in sample]
+    assert seconds and sum(sample["applied"] for sample in seconds) <= mine["received"]
+    assert all(sample["stage_us"]["worker CPU"] > 0 and "recommend" in sample["stage_us"] for sample in seconds)
+    assert not any("stage_us" in sample for sample in relay["timeline"])
     report = write_report(result, tmp_path / "report")
     text = report.read_text()
     assert "| 100 |" in text and "| streamrec 100/s |" in text and all((tmp_path / "report" / png).stat().st_size > 10_000
-                                     for png in ("latency_cdf.png", "vs_rate.png", "timeline.png"))
+                                     for png in ("latency_cdf.png", "vs_rate.png", "timeline.png", "stages.png"))
+    assert "![worker time per event over the step](stages.png)" in text
 
 
 def test_a_short_soak_reports_windows_the_rss_trend_and_its_plot(settings: Settings, tmp_path: Path) -> None:

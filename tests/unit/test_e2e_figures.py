@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from streamrec.load.e2e import _batch_size, _freshness, _gc_pauses, _rss_trend, _Tally, _windows
+from streamrec.load.e2e import _batch_size, _freshness, _gc_pauses, _rss_trend, _stages_between, _Tally, _windows
 from streamrec.load.e2e_report import _full_windows
 
 
@@ -53,6 +53,20 @@ def test_the_soak_table_compares_full_windows_not_the_tail_after_the_load_stoppe
     windows = [{"t_s": 0.0, "answered": 14_900}, {"t_s": 30.0, "answered": 14_970}, {"t_s": 60.0, "answered": 69}]
     assert [window["t_s"] for window in _full_windows(windows)] == [0.0, 30.0]
     assert _full_windows([]) == []
+
+
+def test_each_second_holds_the_stages_per_event_applied_in_it_and_the_rest_of_the_cpu() -> None:
+    def read(applied: float, learn_s: float, emit_s: float) -> dict[str, float]:
+        return {'streamrec_events_in_total{outcome="applied"}': applied, 'streamrec_events_in_total{outcome="invalid"}': 7,
+                'streamrec_stage_seconds_total{stage="learn"}': learn_s, 'streamrec_stage_seconds_total{stage="emit"}': emit_s}
+
+    second = _stages_between(read(1_000, 0.010, 0.004), read(3_000, 0.070, 0.024), cpu_s=0.5)
+
+    assert second["applied"] == 2_000
+    assert second["stage_us"] == {"learn": 30.0, "emit": 10.0, "other (Faust, Kafka clients, event loop)": 210.0,
+                                  "worker CPU": 250.0}
+    assert _stages_between({}, read(3_000, 0.07, 0.02), cpu_s=0.5) == {}  # the first read: nothing to compare
+    assert _stages_between(read(3_000, 0.07, 0.02), read(3_000, 0.07, 0.02), cpu_s=0.1) == {}  # an idle second
 
 
 def test_freshness_is_read_from_the_histogram_buckets_added_during_the_step() -> None:
