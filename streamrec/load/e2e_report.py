@@ -29,10 +29,11 @@ def _pairs(steps: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, 
     return [(pair["relay"], pair["streamrec"]) for pair in by_rate.values() if {"relay", "streamrec"} <= pair.keys()]
 
 
-def _save(fig: plt.Figure, axes: list[plt.Axes], path: Path) -> None:
+def _save(fig: plt.Figure, axes: list[plt.Axes], path: Path, legend_outside: plt.Axes | None = None) -> None:
+    """Grid and legend on each of ``axes`` (``legend_outside``'s right of it, off a filled plot), then save."""
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, **({"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if ax is legend_outside else {}))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -103,7 +104,7 @@ def _plot_stages(steps: list[dict[str, Any]], path: Path) -> bool:
         return False
     fixed = [step for step in timed if step.get("phase", "fixed") != "search"] or timed
     widest = max(fixed, key=lambda step: step["rate"])
-    fig, (total, stages) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (total, stages) = plt.subplots(1, 2, figsize=(13, 4.5))
     for step in timed:
         seconds = _per_second(step)
         total.plot([s["t_s"] for s in seconds], [s["stage_us"][_TOTAL] for s in seconds],
@@ -117,7 +118,7 @@ def _plot_stages(steps: list[dict[str, Any]], path: Path) -> bool:
               title="Worker CPU per event, second by second")
     stages.set(xlabel="seconds into the step", ylabel="µs per applied event",
                title=f"By stage: {widest['target']} at {widest['rate']:,.0f}/s")
-    _save(fig, [total, stages], path)
+    _save(fig, [total, stages], path, legend_outside=stages)
     return True
 
 
