@@ -549,9 +549,11 @@ def bench_e2e(
     soak: Annotated[float, typer.Option(min=0, metavar="MINUTES", help="Instead of the rate steps: relay, then "
                                         "streamrec, for MINUTES each at the first --rates value (memory trend, "
                                         "latency drift).")] = 0.0,
-    fill_covisits: Annotated[int, typer.Option(min=0, metavar="VIEWS", help="--soak: warm up with VIEWS more "
-                                               "random views per item, so every co-visit list reaches its bound "
-                                               "before the memory trend is measured (30 does).")] = 0,
+    fill_covisits: Annotated[int, typer.Option(min=0, metavar="VIEWS", help="Warm each step up with a view of "
+                                               "every item and VIEWS more random views per item, so every co-visit "
+                                               "list reaches its bound (30 does): lists cost what they do in a "
+                                               "catalogue used for hours, and a soak's memory trend shows what "
+                                               "still grows. About 30 s per 100k events per step.")] = 0,
     repeat: Annotated[int, typer.Option(min=1, help="Run each rate's targets this many times, interleaved; the "
                                         "report gives medians and each run's p50 / p99.")] = 1,
     trainer: Annotated[bool, typer.Option("--trainer", help="Also run each rate as streamrec+snapshot (the "

@@ -72,9 +72,10 @@ class E2EConfig:
     """Run each rate's targets this many times, interleaved (relay, streamrec, relay, streamrec...):
     the report gives the median of each figure, and each run's p50 and p99 (the machine is noisy)."""
     covisit_fill: int = 0
-    """Soaks: after the view of every item, this many more views per item (random items, by users
+    """Warm-up: after a view of every item, this many more views per item (random items, by users
     viewing :data:`FILL_VISITS` each), so every item's co-visit list reaches its bound and is
-    pruned before the memory trend is measured (see :func:`_fill_covisits`); 0: none."""
+    pruned before the step is measured (see :func:`_fill_covisits`): lists then cost what they do
+    once a catalogue has been in use for hours, and a soak's memory trend shows what still grows; 0: none."""
     trainer: bool = False
     """Also run each rate as :data:`WITH_SNAPSHOT` and :data:`WITH_TRAINER` (the sequence model's cost
     to the hot path: its queries, then the trainer beside the worker)."""
@@ -164,6 +165,21 @@ def _every_item(config: E2EConfig, run: str) -> Iterator[Message]:
 
 FILL_VISITS = 20
 """Items each user of :func:`_fill_covisits` views in turn."""
+WARMUP_RATE = 2_000.0
+"""Events/s of a step's warm-up (or its rate, if higher)."""
+FILL_RATE = 5_000.0
+"""Events/s of a warm-up that fills the co-visit lists (30 views per item of 10k are 300k events)."""
+
+
+def _warmup(config: E2EConfig, run: str) -> tuple[int, Iterator[Message | Callable[[], Message]]]:
+    """A step's warm-up: how many events, and the events. A soak or a co-visit fill begins with
+    one view of every item (:func:`_every_item`), then the fill (:func:`_fill_covisits`); every
+    step ends with ``config.warmup_events`` events of the load itself."""
+    every_item = config.soak_minutes > 0 or config.covisit_fill > 0
+    count = ((config.items if every_item else 0) + config.items * config.covisit_fill // FILL_VISITS * FILL_VISITS
+             + config.warmup_events)
+    return count, itertools.chain(_every_item(config, run) if every_item else (), _fill_covisits(config, run),
+                                  itertools.islice(_events(config, run, None), config.warmup_events))
 
 
 def _fill_covisits(config: E2EConfig, run: str) -> Iterator[Message]:
@@ -332,16 +348,10 @@ def run_step(base: Settings, config: E2EConfig, target: str, rate: float, run: s
         if target in SEQUENCE_TARGETS:
             training.enter_context(streamrec_process(["trainer"], settings, workdir / f"{run}-trainer.log", env=env))
         ready_s = _wait_until_answering(settings, names, 120)
-        soak = config.soak_minutes > 0
-        filled = config.items * config.covisit_fill // FILL_VISITS * FILL_VISITS if soak else 0
-        warmup = (config.items if soak else 0) + filled + config.warmup_events
+        warmup, events = _warmup(config, f"{run}-warm")
         if warmup:
-            warm = f"{run}-warm"
-            events = itertools.chain(_every_item(config, warm) if soak else (),
-                                     _fill_covisits(config, warm) if soak else (),
-                                     itertools.islice(_events(config, warm, None), config.warmup_events))
-            produce(settings, names.events, events, rate=max(rate, 2_000.0))
-            warmed = _drain(settings, names, warmup, f"{warm}-", 60 + warmup / 1_000)
+            produce(settings, names.events, events, rate=max(rate, FILL_RATE if config.covisit_fill else WARMUP_RATE))
+            warmed = _drain(settings, names, warmup, f"{run}-warm-", 60 + warmup / 1_000)
             settled = _wait_until_idle(pids, 60)
             say(f"    {target}: ready in {ready_s:.1f} s, warm-up {warmed:,}/{warmup:,} answered, "
                 f"idle after {settled:.1f} s more")

@@ -210,15 +210,16 @@ def _intro(config: dict[str, Any], soak: bool) -> str:
                f"impose) and **streamrec** ({config['workers']} worker{'s' if config['workers'] > 1 else ''})")
     workload = (f"{config['users']:,} users, {config['items']:,} items (Zipf), one invalid event in "
                 f"{config['invalid_every']}")
+    fill = config.get("covisit_fill", 0)
+    filled = (f" and {fill} random views per item, each user viewing a run of them (every item's co-visit "
+              "list filled to its bound and pruned)") if fill else ""
     if soak:
-        fill = config.get("covisit_fill", 0)
-        filled = (f" and {fill} random views per item, each user viewing a run of them (every item's co-visit "
-                  "list filled to its bound and pruned)") if fill else ""
         return (f"One long step per target on fresh topics through one broker: {targets}. Each step: "
                 f"{config['warmup_events']:,} warm-up events after one view of every item{filled}, then "
                 f"{config['soak_minutes']:g} minutes at the offered rate; {workload}. {_LATENCY}")
+    warm = f" after one view of every item{filled}" if fill else ""
     return (f"Every rate ran each target on fresh topics of the same size through one broker: {targets}. "
-            f"Each step: {config['warmup_events']:,} warm-up events, then {config['duration_s']:g} s at the "
+            f"Each step: {config['warmup_events']:,} warm-up events{warm}, then {config['duration_s']:g} s at the "
             f"offered rate; {workload}. {_LATENCY} {_LATENCY_PARTS}")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from streamrec.load.e2e import FILL_VISITS, E2EConfig, _fill_covisits
+from streamrec.load.e2e import FILL_VISITS, E2EConfig, _fill_covisits, _warmup
 from streamrec.models.online_recommender import InProcessRecommender, RecommenderConfig
 
 
@@ -34,3 +34,21 @@ def test_the_fill_brings_every_co_visit_list_to_its_bound() -> None:
 
 def test_no_fill_without_the_option() -> None:
     assert list(_fill_covisits(E2EConfig([500.0], items=400, soak_minutes=1), "run")) == []
+
+
+def test_a_rate_step_with_a_fill_warms_up_like_a_soak_every_item_then_the_fill_then_the_load() -> None:
+    for config in (E2EConfig([500.0], items=400, covisit_fill=30, warmup_events=50),
+                   E2EConfig([500.0], items=400, covisit_fill=30, warmup_events=50, soak_minutes=1)):
+        count, events = _warmup(config, "run")
+        ids = [json.loads((event() if callable(event) else event)[1])["event_id"] for event in events]
+        assert count == len(ids) == 400 + 400 * 30 + 50
+        assert all("-item-" in event_id for event_id in ids[:400])
+        assert all("-fill-" in event_id for event_id in ids[400:-50])
+        assert not any("-item-" in event_id or "-fill-" in event_id for event_id in ids[-50:])
+
+
+def test_without_a_fill_a_rate_step_warms_up_with_the_load_alone_and_a_soak_with_every_item_first() -> None:
+    count, events = _warmup(E2EConfig([500.0], items=400, warmup_events=50), "run")
+    assert count == len(list(events)) == 50
+    count, events = _warmup(E2EConfig([500.0], items=400, warmup_events=50, soak_minutes=1), "run")
+    assert count == len(list(events)) == 450
