@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ _TARGETS = {"relay": ("tab:gray", "grey: model-free relay"), "streamrec": ("tab:
             "streamrec+snapshot": ("tab:green", "green: serving a sequence snapshot"),
             "streamrec+trainer": ("tab:orange", "orange: with the trainer running")}
 _COLOURS = {target: colour for target, (colour, _) in _TARGETS.items()}
+_LINE_STYLES = ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 1))]  # told apart in one colour
 
 
 def _pairs(steps: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -44,7 +46,7 @@ def _plot_cdf(steps: list[dict[str, Any]], path: Path) -> None:
     steps = [step for step in steps if step.get("phase", "fixed") != "search"]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     rates = sorted({step["rate"] for step in steps})
-    styles = dict(zip(rates, ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 1))], strict=False))
+    styles = dict(zip(rates, _LINE_STYLES, strict=False))
     for step in steps:
         latencies = np.sort(np.array(step["latencies_ms"]))
         if latencies.size:
@@ -105,9 +107,9 @@ def _plot_stages(steps: list[dict[str, Any]], path: Path) -> bool:
     fixed = [step for step in timed if step.get("phase", "fixed") != "search"] or timed
     widest = max(fixed, key=lambda step: step["rate"])
     fig, (total, stages) = plt.subplots(1, 2, figsize=(13, 4.5))
-    for step in timed:
+    for step, style in zip(timed, itertools.cycle(_LINE_STYLES)):
         seconds = _per_second(step)
-        total.plot([s["t_s"] for s in seconds], [s["stage_us"][_TOTAL] for s in seconds],
+        total.plot([s["t_s"] for s in seconds], [s["stage_us"][_TOTAL] for s in seconds], linestyle=style,
                    color=_COLOURS[step["target"]], alpha=0.5 + 0.5 * (step is widest),
                    label=f"{step['target']} {step['rate']:,.0f}/s" + (f" ({step['phase']})" if step.get("phase") == "search" else ""))
     seconds = _per_second(widest)
