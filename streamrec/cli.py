@@ -555,7 +555,8 @@ def bench_e2e(
                                                "catalogue used for hours, and a soak's memory trend shows what "
                                                "still grows. About 30 s per 100k events per step.")] = 0,
     repeat: Annotated[int, typer.Option(min=1, help="Run each rate's targets this many times, interleaved; the "
-                                        "report gives medians and each run's p50 / p99.")] = 1,
+                                        "report gives medians and each run's p50 / p99. With --find-max, the search runs "
+                                        "this many times too (the median of the highest rates).")] = 1,
     trainer: Annotated[bool, typer.Option("--trainer", help="Also run each rate as streamrec+snapshot (the "
                                           "worker serving the trainer's first sequence-model snapshot, the trainer "
                                           "stopped) and streamrec+trainer (`streamrec trainer` running beside it).")] = False,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streamrec.load.e2e import _find_max, sustained
+from streamrec.load.e2e import _find_max, search_maxima, sustained
 
 
 def fake_steps(limit: float) -> tuple[list[dict[str, Any]], list[float], Any]:
@@ -43,3 +43,38 @@ def test_a_failed_fixed_rate_bounds_the_search_and_none_kept_up_searches_down() 
     steps, tried, step = fake_steps(limit=120)
     step("streamrec", 500)
     assert _find_max("streamrec", steps, step) == 110 and tried[1:] == [250, 125, 62.5, 94, 110]  # halving, then bisecting
+
+
+def test_repeated_searches_take_turns_start_from_the_fixed_steps_and_give_the_median() -> None:
+    # The targets' limits change between searches (a noisy machine): 700, 500 then 900 events/s for the
+    # relay, 600 throughout for streamrec. Every search from these fixed steps starts at 750 events/s.
+    limits = {"relay": iter([700, 500, 900]), "streamrec": iter([600, 600, 600])}
+    current: dict[str, float] = {}
+    order: list[str] = []
+
+    def step(target: str, rate: float, phase: str = "") -> dict[str, Any]:
+        if rate == 750:
+            current[target] = next(limits[target])
+            order.append(target)
+        limit = current[target]
+        return {"target": target, "rate": rate, "missing": 0 if rate <= limit else 10,
+                "lag_max": rate / 10 if rate <= limit else rate * 5}
+
+    fixed = [{"target": target, "rate": rate, "missing": 0, "lag_max": 10} for rate in (200, 500)
+             for target in ("relay", "streamrec")]
+    maxima, searches = search_maxima(3, fixed, step)
+
+    assert order == ["relay", "streamrec"] * 3
+    assert searches == {"relay": [625, 500, 844], "streamrec": [562, 562, 562]}
+    assert maxima == {"relay": 625, "streamrec": 562}
+
+
+def test_the_report_gives_the_median_of_the_searches_and_each_one() -> None:
+    from streamrec.load.e2e_report import _maxima_lines
+
+    [once] = _maxima_lines({"max_sustained": {"relay": 625, "streamrec": 500}})[1:]
+    assert once.endswith("x1.5 steps: relay 625 events/s, streamrec 500 events/s (streamrec / relay = 0.80).")
+    [repeated] = _maxima_lines({"max_sustained": {"relay": 625, "streamrec": None},
+                                "max_sustained_runs": {"relay": [625, 500, 844], "streamrec": [None, 300, None]}})[1:]
+    assert "3 times" in repeated and repeated.endswith(
+        ": relay 625 events/s (625, 500, 844), streamrec: none (none, 300, none).")
