@@ -4,7 +4,8 @@
 
 Python imports ``sitecustomize`` from the path at start-up, so every streamrec worker the
 benchmark starts (not the relay, not the benchmark) runs this probe in a thread and appends
-one JSON line a minute to ``$STREAMREC_PROBE_DIR/worker-<pid>.jsonl`` (default ``/tmp``):
+one JSON line a minute to ``$MEMORY_PROBE_DIR/worker-<pid>.jsonl`` (default ``/tmp``; not a
+``STREAMREC_*`` name: the worker refuses those that are no setting):
 
 - ``python_blocks``: blocks Python's small-object allocator has handed out
   (``sys.getallocatedblocks``), and ``gc_objects``: container objects the collector
@@ -93,5 +94,5 @@ def _is_worker(argv: list[str]) -> bool:
 
 
 if _is_worker(sys.argv) and sys.platform == "linux":
-    _out = Path(os.environ.get("STREAMREC_PROBE_DIR", "/tmp")) / f"worker-{os.getpid()}.jsonl"
+    _out = Path(os.environ.get("MEMORY_PROBE_DIR", "/tmp")) / f"worker-{os.getpid()}.jsonl"
     threading.Thread(target=_probe, args=(_out,), daemon=True, name="memory-probe").start()
