@@ -61,20 +61,44 @@ def _plot_cdf(steps: list[dict[str, Any]], path: Path) -> None:
 
 
 def _plot_vs_rate(steps: list[dict[str, Any]], path: Path) -> None:
+    # Lines through each rate's median: a rate run more than once (--repeat, the searches)
+    # draws one point, and its runs show as faint markers around it.
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    repeated = any(len(runs) > 1 for runs in _runs_by_rate(steps).values())
     for target in _COLOURS:
-        mine = sorted((step for step in steps if step["target"] == target), key=lambda step: step["rate"])
+        mine = [step for step in steps if step["target"] == target]
         if not mine:  # not run (the trainer without --trainer): no empty legend entry
             continue
-        rates = [step["rate"] for step in mine]
-        left.plot(rates, [step["latency_p50_ms"] for step in mine], "o-", color=_COLOURS[target], label=f"{target} p50")
-        left.plot(rates, [step["latency_p99_ms"] for step in mine], "s--", color=_COLOURS[target], label=f"{target} p99")
-        right.plot(rates, [step["achieved_output_rate"] for step in mine], "o-", color=_COLOURS[target], label=target)
+        colour, median = _COLOURS[target], " (median per rate)" if repeated else ""
+        for ax, key, style, label in ((left, "latency_p50_ms", "o-", f"{target} p50{median}"),
+                                      (left, "latency_p99_ms", "s--", f"{target} p99{median}"),
+                                      (right, "achieved_output_rate", "o-", f"{target}{median}")):
+            rates, values = _medians_by_rate(mine, key)
+            ax.plot(rates, values, style, color=colour, label=label)
+            if repeated:
+                ax.plot([step["rate"] for step in mine], [step[key] for step in mine], style[0], color=colour,
+                        alpha=0.3, markersize=4)
     top = max((step["rate"] for step in steps), default=1)
     right.plot([0, top], [0, top], ":", color="black", label="offered rate")
-    left.set(xlabel="offered events/s", ylabel="latency (ms)", title="Latency vs rate", yscale="log")
-    right.set(xlabel="offered events/s", ylabel="recommendations/s", title="Throughput vs rate")
+    runs = "; faint: each run" if repeated else ""
+    left.set(xlabel="offered events/s", ylabel="latency (ms)", title=f"Latency vs rate{runs}", yscale="log")
+    right.set(xlabel="offered events/s", ylabel="recommendations/s", title=f"Throughput vs rate{runs}")
     _save(fig, [left, right], path)
+
+
+def _runs_by_rate(steps: list[dict[str, Any]]) -> dict[tuple[str, float], list[dict[str, Any]]]:
+    """The steps of each (target, rate), in the order run."""
+    runs: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for step in steps:
+        runs.setdefault((step["target"], step["rate"]), []).append(step)
+    return runs
+
+
+def _medians_by_rate(steps: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """The rates of one target's ``steps``, ascending, and the median of ``key`` over each rate's runs."""
+    runs = {rate: group for (_, rate), group in _runs_by_rate(steps).items()}
+    rates = sorted(runs)
+    return rates, [float(np.median([step[key] for step in runs[rate]])) for rate in rates]
 
 
 def _plot_timeline(steps: list[dict[str, Any]], path: Path) -> None:
@@ -429,7 +453,8 @@ def write_report(result: dict[str, Any], directory: Path) -> Path:
     :func:`combine_repeats`) under ``directory``; return the report's path."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-    result = {**result, "steps": combine_repeats(result["steps"])}
+    every_run = result["steps"]
+    result = {**result, "steps": combine_repeats(every_run)}
     steps = result["steps"]
     _plot_timeline(steps, directory / "timeline.png")
     result["stages_plot"] = _plot_stages(steps, directory / "stages.png")
@@ -437,7 +462,7 @@ def write_report(result: dict[str, Any], directory: Path) -> Path:
         _plot_soak(_soak_steps(steps), directory / "soak.png")
     else:
         _plot_cdf(steps, directory / "latency_cdf.png")
-        _plot_vs_rate(steps, directory / "vs_rate.png")
+        _plot_vs_rate(every_run, directory / "vs_rate.png")  # each rate's median, and each run
     report = directory / "report.md"
     report.write_text(_markdown(result))
     return report

@@ -183,3 +183,13 @@ def test_repeated_runs_of_a_step_combine_into_medians_sums_and_maxima() -> None:
     assert combined[2] is steps[-1]  # a search step stays as run
     assert combine_repeats(steps[:2]) == steps[:2]  # nothing repeated: nothing changes
     assert "- streamrec at 200/s: 12 / 30, 14 / 50, 13 / 40" in _runs_lines(combined)
+
+
+def test_the_rate_plot_draws_each_rate_once_through_the_median_of_its_runs() -> None:
+    from streamrec.load.e2e_report import _medians_by_rate
+
+    def step(rate: float, p50: float) -> dict[str, object]:
+        return {"target": "relay", "rate": rate, "latency_p50_ms": p50}
+
+    runs = [step(1000, 20.0), step(7500, 900.0), step(5000, 50.0), step(7500, 100.0), step(7500, 300.0)]
+    assert _medians_by_rate(runs, "latency_p50_ms") == ([1000, 5000, 7500], [20.0, 50.0, 300.0])
