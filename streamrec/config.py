@@ -120,6 +120,9 @@ class WorkerSettings(_Section):
     """Most events processed as one micro-batch."""
     max_batch_wait_ms: float = Field(0.0, ge=0, le=1000)
     """How long a batch may wait for events the broker already holds (0: only those already delivered)."""
+    send_lists_at_once: bool = True
+    """Send a micro-batch's lists (and what is queued before them) without the producer's linger,
+    unless more events of the partition are waiting."""
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     """The worker's event loop: uvloop (libuv, less CPU per message) or the standard library's."""
     owned_items_cached: int = Field(50_000, ge=0, le=10_000_000)

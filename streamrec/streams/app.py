@@ -16,7 +16,7 @@ from mode.utils.futures import StampedeWrapper
 from streamrec.config import Settings
 from streamrec.streams.collector import PauseTimer, freeze_long_lived
 from streamrec.streams.memory import release_free_heap
-from streamrec.streams.pipeline import Pipeline
+from streamrec.streams.pipeline import Pipeline, behind
 from streamrec.streams.replica import RARELY_WRITTEN_FETCH_WAIT_MS, replicate_topic
 from streamrec.streams.rocksdb_store import STORE_URL
 from streamrec.streams.topics import ssl_context
@@ -216,15 +216,6 @@ def _current(app: faust.App, event: EventT, unacked: set) -> bool:
         message.tracked = True
         unacked.add(message)
     return True
-
-
-def behind(app: faust.App, event: EventT) -> bool:
-    """Whether the broker held more records of the event's partition when it was fetched."""
-    tp = event.message.tp
-    try:
-        return app.consumer.highwater(tp) > event.message.offset + 1
-    except Exception:  # noqa: BLE001 - no consumer, or the partition is no longer assigned
-        return False
 
 
 def _register_processors(app: StreamrecApp, pipeline: Pipeline) -> None:

@@ -83,6 +83,15 @@ def load_sequence_query(data: bytes) -> SequenceQuery:
     return SequenceQuery(SequenceSnapshot.from_bytes(data))
 
 
+def behind(app: faust.App, event: EventT) -> bool:
+    """Whether the broker held more records of the event's partition when it was fetched."""
+    tp = event.message.tp
+    try:
+        return app.consumer.highwater(tp) > event.message.offset + 1
+    except Exception:  # noqa: BLE001 - no consumer, or the partition is no longer assigned
+        return False
+
+
 def now_ms() -> int:
     """Wall-clock time in epoch milliseconds."""
     return int(time.time() * 1000)
@@ -319,7 +328,7 @@ class Pipeline:
         await self.sender.store(self.users, [(event, key, encode_user_state(state)) for key, (state, event) in states.items()])
         self.metrics.events_in.labels("applied").inc(len(applied))
         watch.lap("store")
-        await self.emit(recommendations)
+        await self.emit(recommendations, batch[-1])
         watch.stop("emit")
         self.metrics.processing_seconds.labels("events").observe(time.perf_counter() - started)
         self.metrics.batch_events.observe(len(batch))
@@ -349,7 +358,7 @@ class Pipeline:
                 await self.emit([Recommendation(
                     user_id=exc.user_id, items=[], trigger="request", request_id=exc.request_id,
                     model_version=MODEL_VERSION, source="error",
-                    emitted_ts=now_ms(), error=exc.reason)])
+                    emitted_ts=now_ms(), error=exc.reason)], event)
             return
         if event.key != request.user_id.encode():
             self.metrics.requests_in.labels("rerouted").inc()
@@ -358,7 +367,8 @@ class Pipeline:
         self.metrics.requests_in.labels("answered").inc()
         await self.emit([self.recommend(request.user_id, request.k or self.settings.model.k,
                                         trigger="request", request_id=request.request_id,
-                                        exclude=request.exclude, categories=request.filters.get("categories"))])
+                                        exclude=request.exclude, categories=request.filters.get("categories"))],
+                        event)
         self.metrics.processing_seconds.labels("requests").observe(time.perf_counter() - started)
 
     def recommend(self, user_id: str, k: int, trigger: str, exclude: tuple[str, ...] = (),
@@ -416,12 +426,18 @@ class Pipeline:
             scores[n] = user
         return scores
 
-    async def emit(self, recommendations: Sequence[Recommendation]) -> None:
-        """Publish recommendations (all of one trigger), each keyed by its user."""
+    async def emit(self, recommendations: Sequence[Recommendation], last: EventT) -> None:
+        """Publish recommendations (all of one trigger), each keyed by its user, answering events up to ``last``.
+
+        They go at once (``worker.send_lists_at_once``) unless the broker holds more of
+        ``last``'s partition: then the producer lingers, so the next batch's lists join them.
+        """
         if not recommendations:
             return
+        linger = not self.settings.worker.send_lists_at_once or behind(self.app, last)
         await self.sender.send_many(self.names.recommendations, [
-            (recommendation.user_id.encode(), recommendation.to_json(), None) for recommendation in recommendations])
+            (recommendation.user_id.encode(), recommendation.to_json(), None) for recommendation in recommendations],
+            linger=linger)
         self.metrics.recommendations_out.labels(recommendations[0].trigger).inc(len(recommendations))
 
     async def guarded(self, handler: Callable[[EventT], Awaitable[None]], event: EventT) -> None:

@@ -61,6 +61,7 @@ class Outbox:
         self.name = name
         self.messages: list[tuple[bytes | None, bytes | None]] = []
         self.partitions: list[int | None] = []  # as sent: None lets the partitioner choose
+        self.lingered: list[bool] = []  # per send_many call: whether the producer may linger
 
     @property
     def keys(self) -> list[bytes | None]:
@@ -87,9 +88,10 @@ class Outboxes:
     def box(self, topic: str) -> Outbox:
         return self.by_topic.setdefault(topic, Outbox(topic))
 
-    async def send_many(self, topic: str, records: Iterable[tuple[bytes | None, bytes | None, int | None]]
-                        ) -> list[asyncio.Future]:
+    async def send_many(self, topic: str, records: Iterable[tuple[bytes | None, bytes | None, int | None]],
+                        linger: bool = True) -> list[asyncio.Future]:
         box = self.box(topic)
+        box.lingered.append(linger)
         deliveries = []
         for key, value, partition in records:
             box.messages.append((key, value))

@@ -128,3 +128,28 @@ def test_a_batch_that_cannot_be_delivered_stops_the_worker() -> None:
         assert [type(exc) for exc in app.crashed] == [KafkaTimeoutError]  # once per failed batch
 
     asyncio.run(main())
+
+
+def test_records_sent_without_linger_go_at_the_senders_next_turn_with_all_queued_and_batches_stay_open() -> None:
+    async def main() -> None:
+        producer = unstarted_producer(2, linger_ms=60_000)
+        sender = Sender(App(producer))
+        accumulator = producer._message_accumulator
+        await sender.send_many("changelog", [(b"a", b"1", 0)])
+        await sender.send_many("lists", [(b"a", b"1", 0)])
+        # as the sender task does after taking what is due: a new future to wait on (new
+        # partitions' data or a linger's end resolves it)
+        waiter = accumulator._waiter_future = asyncio.get_running_loop().create_future()
+        lingering = {tp.topic: batches[0].remaining_linger() for tp, batches in accumulator._batches.items()}
+        assert lingering["changelog"] > 50 and lingering["lists"] > 50 and not waiter.done()
+        await sender.send_many("lists", [(b"b", b"2", 1), (b"c", b"3", 1)], linger=False)
+        batches = accumulator._batches
+        ready = {tp: batch[0].remaining_linger() is None for tp, batch in batches.items()}
+        # every batch held is due now, the changelog's too: one request takes them all
+        assert ready == {TopicPartition("changelog", 0): True, TopicPartition("lists", 0): True,
+                         TopicPartition("lists", 1): True}
+        assert waiter.done()  # the sender task, waiting for data or a linger to end, wakes up
+        await sender.send_many("lists", [(b"d", b"4", 1)])  # joins the open batch, no wait for its drain
+        assert batches[TopicPartition("lists", 1)][0].record_count == 3
+
+    asyncio.run(main())

@@ -55,6 +55,24 @@ def test_valid_event_emits_one_recommendation_without_the_seen_item(
     assert outputs["dead_letter"].messages == []
 
 
+def test_lists_go_without_the_producers_linger_unless_more_events_are_waiting(tmp_path, monkeypatch) -> None:
+    # A micro-batch's lists are appended together: lingering would hold them all for its full
+    # length. Where the broker holds more events of the partition, later lists may join them.
+    for at_once in (True, False):
+        app = make_app(tmp_path / str(at_once), worker={"send_lists_at_once": at_once})
+        waiting = {"count": 0}
+        monkeypatch.setattr(app.consumer, "highwater", lambda tp: waiting["count"] + 1, raising=False)
+
+        async def scenario(feed: Feed) -> None:
+            await feed.put(event(event_id="e1"), key=b"u1", partition=0)  # offset 0; highwater 1: none waiting
+            waiting["count"] = 5
+            await feed.put(event(event_id="e2"), key=b"u1", partition=0)  # offset 1; highwater 6: 4 waiting
+
+        run_events(app, scenario)
+
+        assert outbox(app.pipeline.recommendations).lingered == ([False, True] if at_once else [True, True])
+
+
 def test_valid_event_is_remembered_in_the_users_table(app: StreamrecApp, outputs) -> None:
     async def scenario(feed: Feed) -> None:
         await feed.put(event(event_id="e1"), key=b"u1")
